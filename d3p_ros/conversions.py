@@ -1,0 +1,137 @@
+"""Skeleton messages <-> numpy arrays, with the validation that keeps bad input out.
+
+Every check raises `InvalidSkeleton` with a short `reason` (a diagnostics counter name) and
+a sentence for the log. Reading functions accept any object with the message's fields, so
+they are testable without the generated message classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from d3p_model.data.predictions import normalise_screen
+from d3p_model.skeleton import H36M17, NUM_JOINTS, ROOT
+
+ACCEPTED_LAYOUTS = ("", H36M17)
+
+
+class InvalidSkeleton(ValueError):
+    """One person's message that cannot be used; `reason` names the diagnostics counter."""
+
+    def __init__(self, reason: str, text: str):
+        super().__init__(text)
+        self.reason = reason
+
+
+@dataclass
+class Keypoints2D:
+    track_id: int
+    normalised: np.ndarray      # (17, 2) float32 normalised screen coords; NaN where not visible
+    visible: np.ndarray         # (17,) bool: confidence > 0 and coordinates finite
+    confidence: np.ndarray      # (17,) float32 in [0, 1]
+
+
+@dataclass
+class Pose3D:
+    track_id: int
+    relative: np.ndarray        # (17, 3) float32 metres, root at the origin
+    root: np.ndarray            # (3,) float32: what was subtracted (0 for root-relative input)
+    root_relative: bool
+    confidence: np.ndarray      # (17,) float32; ones when the message had none
+
+
+def _check_layout(layout: str, track_id: int) -> None:
+    if layout not in ACCEPTED_LAYOUTS:
+        raise InvalidSkeleton(
+            "wrong_layout", f"track {track_id}: layout {layout!r} is not supported (use {H36M17!r})")
+
+
+def _confidence(values, track_id: int, what: str) -> np.ndarray:
+    conf = np.asarray(values, dtype=np.float32)
+    if conf.size == 0:
+        return np.ones(NUM_JOINTS, dtype=np.float32)
+    if conf.shape != (NUM_JOINTS,):
+        raise InvalidSkeleton(
+            "wrong_joint_count",
+            f"track {track_id}: {what} confidence has {conf.size} values, expected {NUM_JOINTS} or 0")
+    if not np.all(np.isfinite(conf)):
+        raise InvalidSkeleton("non_finite", f"track {track_id}: {what} confidence contains NaN or inf")
+    return np.clip(conf, 0.0, 1.0)
+
+
+def skeleton2d_to_numpy(msg, max_missing_joints: int = NUM_JOINTS - 1) -> Keypoints2D:
+    """Validate one Skeleton2D and normalise its pixels.
+
+    Joints with confidence 0 are "not detected": their coordinates may be anything (NaN
+    included) and are filled from the track's history later. Detected joints must be finite.
+    """
+    track_id = int(msg.track_id)
+    _check_layout(msg.layout, track_id)
+    u = np.asarray(msg.u, dtype=np.float32)
+    v = np.asarray(msg.v, dtype=np.float32)
+    if u.shape != (NUM_JOINTS,) or v.shape != (NUM_JOINTS,):
+        raise InvalidSkeleton(
+            "wrong_joint_count",
+            f"track {track_id}: 2D skeleton has {u.size} u and {v.size} v values, expected {NUM_JOINTS}")
+    width, height = int(msg.image_width), int(msg.image_height)
+    if width <= 0 or height <= 0:
+        raise InvalidSkeleton("bad_image_size",
+                              f"track {track_id}: image size {width}x{height} must be positive")
+    conf = _confidence(msg.confidence, track_id, "2D")
+    pixels = np.stack([u, v], axis=-1)
+    finite = np.all(np.isfinite(pixels), axis=-1)
+    detected = conf > 0
+    if np.any(detected & ~finite):
+        raise InvalidSkeleton(
+            "non_finite", f"track {track_id}: 2D coordinates of detected joints contain NaN or inf")
+    visible = detected & finite
+    missing = int(NUM_JOINTS - visible.sum())
+    if missing > max_missing_joints:
+        raise InvalidSkeleton(
+            "too_many_missing_joints",
+            f"track {track_id}: {missing} joints have confidence 0 (at most {max_missing_joints} allowed)")
+    normalised = normalise_screen(np.where(visible[:, None], pixels, 0.0), width, height)
+    normalised[~visible] = np.nan
+    return Keypoints2D(track_id, normalised.astype(np.float32), visible, conf)
+
+
+def skeleton3d_to_numpy(msg) -> Pose3D:
+    """Validate one Skeleton3D; return it root-relative together with the root removed."""
+    track_id = int(msg.track_id)
+    _check_layout(msg.layout, track_id)
+    positions = np.asarray(msg.positions, dtype=np.float32)
+    if positions.shape != (NUM_JOINTS * 3,):
+        raise InvalidSkeleton(
+            "wrong_joint_count",
+            f"track {track_id}: 3D skeleton has {positions.size} position values, expected {NUM_JOINTS * 3}")
+    if not np.all(np.isfinite(positions)):
+        raise InvalidSkeleton("non_finite", f"track {track_id}: 3D positions contain NaN or inf")
+    positions = positions.reshape(NUM_JOINTS, 3)
+    # Root-relative input should already have the root at 0; subtracting it either way keeps
+    # the model's convention exact, and adding it back restores what came in.
+    root = positions[ROOT].copy()
+    conf = _confidence(msg.confidence, track_id, "3D")
+    return Pose3D(track_id, positions - root, root, bool(msg.root_relative), conf)
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def fill_skeleton3d(msg, track_id: int, positions: np.ndarray, root_relative: bool,
+                    confidence: np.ndarray, uncertainty: np.ndarray, header=None):
+    """Write a refined pose into a (new) Skeleton3D message; positions must be finite."""
+    positions = np.asarray(positions, dtype=np.float32).reshape(-1)
+    if positions.shape != (NUM_JOINTS * 3,) or not np.all(np.isfinite(positions)):
+        raise ValueError(f"track {track_id}: refusing to publish a non-finite or misshaped pose")
+    if header is not None:
+        msg.header = header
+    msg.track_id = int(track_id)
+    msg.layout = H36M17
+    msg.root_relative = bool(root_relative)
+    msg.positions = positions.tolist()
+    msg.confidence = np.asarray(confidence, dtype=np.float32).tolist()
+    msg.uncertainty = np.asarray(uncertainty, dtype=np.float32).tolist()
+    return msg

@@ -1,0 +1,178 @@
+"""Per-track temporal windows: modes, resets, timeouts, bounds, missing joints; conversions."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from d3p_ros.conversions import InvalidSkeleton, skeleton2d_to_numpy, skeleton3d_to_numpy
+from d3p_ros.windows import Push, WindowManager
+
+MS = 1_000_000
+
+
+def frame(value: float):
+    return np.full((17, 2), value, np.float32), np.ones(17, bool), np.full((17, 3), value, np.float32)
+
+
+def push(wm, tid, t_ms, value=None, visible=None):
+    kp, vis, pose = frame(t_ms if value is None else value)
+    return wm.push(tid, int(t_ms * MS), kp, vis if visible is None else visible, pose, payload=t_ms)
+
+
+def test_causal_refines_every_frame_padded_at_start():
+    wm = WindowManager(window=5, lag=0)
+    assert push(wm, 1, 0) is Push.NEW_TRACK
+    ready = wm.ready(1)
+    assert ready.output_index == 4 and ready.frame.payload == 0
+    assert np.all(ready.pose_3d == 0)                    # padded with the first frame
+    for t in (20, 40):
+        assert push(wm, 1, t) is Push.ADDED
+    ready = wm.ready(1)
+    assert [float(p[0, 0]) for p in ready.pose_3d] == [0, 0, 0, 20, 40]
+    assert ready.frame.payload == 40
+
+
+def test_lagged_waits_for_lag_frames():
+    wm = WindowManager(window=5, lag=2)
+    push(wm, 1, 0)
+    assert wm.ready(1) is None
+    push(wm, 1, 20)
+    assert wm.ready(1) is None
+    push(wm, 1, 40)
+    ready = wm.ready(1)
+    assert ready.frame.payload == 0 and ready.output_index == 2
+    assert float(ready.pose_3d[ready.output_index, 0, 0]) == 0
+    for t in (60, 80, 100):
+        push(wm, 1, t)
+    ready = wm.ready(1)
+    assert ready.frame.payload == 60
+    assert [float(p[0, 0]) for p in ready.pose_3d] == [20, 40, 60, 80, 100]
+
+
+def test_window_memory_is_bounded():
+    wm = WindowManager(window=4)
+    for i in range(1000):
+        push(wm, 1, i * 20)
+    assert len(wm.tracks[1].frames) == 4
+
+
+def test_duplicate_out_of_order_and_backward_jump():
+    wm = WindowManager(window=5, backward_jump=0.2)
+    for t in (1000, 1020, 1040):
+        push(wm, 1, t)
+    assert push(wm, 1, 1040) is Push.DUPLICATE
+    assert push(wm, 1, 1030) is Push.OUT_OF_ORDER
+    assert len(wm.tracks[1].frames) == 3
+    assert push(wm, 1, 0) is Push.RESET_BACKWARD_JUMP      # bag loop
+    assert len(wm.tracks[1].frames) == 1 and wm.ready(1).frame.payload == 0
+
+
+def test_gap_resets_window():
+    wm = WindowManager(window=5, max_gap=0.5)
+    push(wm, 1, 0)
+    push(wm, 1, 20)
+    assert push(wm, 1, 600) is Push.RESET_GAP
+    assert [f.payload for f in wm.tracks[1].frames] == [600]
+
+
+def test_tracks_are_kept_apart_and_timeout_prunes():
+    wm = WindowManager(window=3, track_timeout=1.0)
+    push(wm, 1, 0, value=1.0)
+    push(wm, 2, 0, value=2.0)
+    push(wm, 1, 500, value=1.0)
+    assert np.all(wm.ready(1).pose_3d == 1.0) and np.all(wm.ready(2).pose_3d == 2.0)
+    assert wm.prune(int(1200 * MS)) == [2]          # track 2 last seen 1.2 s ago
+    assert list(wm.tracks) == [1]
+    assert wm.prune(int(-5000 * MS)) == [1]         # stamps jumped far back: stale too
+
+
+def test_track_limit():
+    wm = WindowManager(window=3, max_tracks=2)
+    push(wm, 1, 0)
+    push(wm, 2, 0)
+    assert push(wm, 3, 0) is Push.TRACK_LIMIT
+    assert not Push.TRACK_LIMIT.accepted and Push.RESET_GAP.accepted
+    assert sorted(wm.tracks) == [1, 2]
+
+
+def test_missing_joints_hold_last_position():
+    wm = WindowManager(window=3)
+    push(wm, 1, 0, value=5.0)
+    kp, vis, pose = frame(7.0)
+    kp[3] = np.nan
+    vis[3] = False
+    wm.push(1, 20 * MS, kp, vis, pose)
+    last = wm.ready(1).keypoints_2d[-1]
+    assert np.all(np.isfinite(last)) and last[3, 0] == 5.0 and last[4, 0] == 7.0
+    assert wm.tracks[1].filled_joints == 1
+
+
+def test_window_fill():
+    wm = WindowManager(window=4)
+    assert wm.fill() == 0.0
+    push(wm, 1, 0)
+    push(wm, 1, 20)
+    push(wm, 2, 0)
+    assert wm.fill() == pytest.approx((2 + 1) / 2 / 4)
+
+
+@pytest.mark.parametrize("kwargs", [dict(window=0), dict(window=5, lag=5), dict(window=5, lag=-1),
+                                    dict(window=5, max_tracks=0), dict(window=5, track_timeout=0)])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        WindowManager(**kwargs)
+
+
+# --- conversions (duck-typed messages) --------------------------------------------------
+
+def sk2d(u=None, v=None, conf=(), width=1000, height=1000, layout=""):
+    u = list(np.linspace(100, 900, 17)) if u is None else u
+    v = list(np.linspace(200, 800, 17)) if v is None else v
+    return SimpleNamespace(track_id=7, layout=layout, image_width=width, image_height=height,
+                           u=u, v=v, confidence=list(conf))
+
+
+def sk3d(positions=None, root_relative=True, conf=()):
+    positions = list(np.arange(51, dtype=float) / 100) if positions is None else positions
+    return SimpleNamespace(track_id=7, layout="h36m17", root_relative=root_relative,
+                           positions=positions, confidence=list(conf))
+
+
+def test_2d_conversion_normalises():
+    out = skeleton2d_to_numpy(sk2d())
+    assert out.normalised.shape == (17, 2) and out.visible.all()
+    assert out.normalised[0, 0] == pytest.approx(100 / 1000 * 2 - 1)
+
+
+@pytest.mark.parametrize("message, reason", [
+    (sk2d(u=[1.0] * 16), "wrong_joint_count"),
+    (sk2d(u=[float("nan")] + [1.0] * 16), "non_finite"),
+    (sk2d(v=[float("inf")] * 17), "non_finite"),
+    (sk2d(width=0), "bad_image_size"),
+    (sk2d(layout="coco17"), "wrong_layout"),
+    (sk2d(conf=[1.0] * 5), "wrong_joint_count"),
+    (sk2d(conf=[0.0] * 17), "too_many_missing_joints"),
+])
+def test_2d_conversion_rejects(message, reason):
+    with pytest.raises(InvalidSkeleton) as err:
+        skeleton2d_to_numpy(message, max_missing_joints=6)
+    assert err.value.reason == reason
+
+
+def test_zero_confidence_joint_may_be_nan():
+    u = [float("nan")] + list(np.linspace(100, 900, 16))
+    out = skeleton2d_to_numpy(sk2d(u=u, conf=[0.0] + [0.9] * 16), max_missing_joints=6)
+    assert not out.visible[0] and out.visible[1:].all()
+
+
+def test_3d_conversion_subtracts_root():
+    out = skeleton3d_to_numpy(sk3d(root_relative=False))
+    assert np.allclose(out.relative[0], 0) and np.allclose(out.root, [0, 0.01, 0.02])
+    assert np.allclose(out.relative + out.root, np.arange(51).reshape(17, 3) / 100)
+
+
+@pytest.mark.parametrize("positions", [[0.0] * 48, [float("nan")] * 51, [float("-inf")] + [0.0] * 50])
+def test_3d_conversion_rejects(positions):
+    with pytest.raises(InvalidSkeleton):
+        skeleton3d_to_numpy(sk3d(positions))
