@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,11 +77,22 @@ def action_of(key: str) -> str:
     return re.sub(r"\s*\d+$", "", name).strip() or name
 
 
+def _json_default(value):
+    # numpy scalars/arrays in provenance (seeds, shapes) are common; store them as plain JSON.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"meta value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
 def save_predictions(path, predictions: Predictions) -> None:
-    meta = {"format": FORMAT, "version": VERSION, "layout": H36M17, **predictions.meta}
-    meta["format"], meta["version"] = FORMAT, VERSION
-    arrays = {"__meta__": np.array(json.dumps(meta))}
+    """Write `predictions` to exactly `path` (no '.npz' is appended)."""
+    meta = {**predictions.meta, "format": FORMAT, "version": VERSION, "layout": H36M17}
+    arrays = {"__meta__": np.array(json.dumps(meta, default=_json_default))}
     for key, seq in predictions.sequences.items():
+        if not isinstance(key, str) or not key or key.startswith("/") or key.endswith("/"):
+            raise PredictionsFormatError(
+                f"{path}: sequence key {key!r} must be a non-empty string without a leading "
+                f"or trailing '/'")
         _check_sequence(key, {name: getattr(seq, name) for name in REQUIRED + OPTIONAL
                               if getattr(seq, name) is not None}, str(path))
         for name in REQUIRED + OPTIONAL:
@@ -88,22 +100,31 @@ def save_predictions(path, predictions: Predictions) -> None:
             if value is not None:
                 arrays[f"{key}/{name}"] = np.asarray(value, dtype=np.float32)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    # Through a file object: np.savez_compressed would append '.npz' to a bare path.
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def load_predictions(path) -> Predictions:
     path = str(path)
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except FileNotFoundError as err:
+        raise PredictionsFormatError(f"{path}: no such file") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise PredictionsFormatError(f"{path}: not a readable .npz file ({err})") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+        raise PredictionsFormatError(f"{path}: not an .npz archive (a single .npy array?)")
     with data:
         if "__meta__" not in data.files:
             raise PredictionsFormatError(f"{path}: key '__meta__' is missing")
         try:
             meta = json.loads(str(data["__meta__"]))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, ValueError, zipfile.BadZipFile) as err:
             raise PredictionsFormatError(f"{path}: key '__meta__' is not JSON ({err})") from err
+        if not isinstance(meta, dict):
+            raise PredictionsFormatError(
+                f"{path}: key '__meta__' must be a JSON object, got {type(meta).__name__}")
         if meta.get("format") != FORMAT:
             raise PredictionsFormatError(
                 f"{path}: key '__meta__' has format {meta.get('format')!r}, expected {FORMAT!r}")
@@ -123,7 +144,11 @@ def load_predictions(path) -> Predictions:
                 raise PredictionsFormatError(
                     f"{path}: key '{name}' is not '<sequence>/<array>' with array one of "
                     f"{REQUIRED + OPTIONAL}")
-            grouped.setdefault(seq_key, {})[array_name] = data[name]
+            try:
+                grouped.setdefault(seq_key, {})[array_name] = data[name]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+                raise PredictionsFormatError(
+                    f"{path}: key '{name}' cannot be read as a numeric array ({err})") from err
     sequences = {}
     for key, arrays in grouped.items():
         _check_sequence(key, arrays, path)
