@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Train every fold of the base lifter for one or both settings (the exact commands that
+# produced d3p_model/models/lifter/). One process per setting, one thread each, so the two
+# settings share a 2-core machine. Resumable: rerun after an interruption.
+#   scripts/train_lifters.sh [gt2d] [sh2d]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+settings=${*:-gt2d sh2d}
+mkdir -p runs
+for setting in $settings; do
+  (
+    for fold in heldout_S1_S5 heldout_S6_S7 heldout_S8 all; do
+      if [ -f "d3p_model/models/lifter/$setting/$fold/weights.pt" ]; then continue; fi
+      "$PY" -m d3p_model.cli train-lifter "d3p_model/configs/lifter_$setting.yaml" \
+        --fold "$fold" --threads 1 --resume
+    done
+  ) > "runs/lifter_$setting.log" 2>&1 &
+done
+wait
