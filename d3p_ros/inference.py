@@ -1,0 +1,92 @@
+"""Inference backends for the node: one interface, chosen by the `backend` parameter.
+
+A backend takes a batch of windows (B, T, 17, 2) normalised 2D + (B, T, 17, 3) root-relative
+3D and returns the refined (B, T, 17, 3). `torch` runs `D3PRefiner` (cpu or cuda, optional
+fp16). A new backend (ONNX Runtime, issue 7) is a class with the same attributes added to
+`BACKENDS`; the node needs nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from d3p_model.skeleton import NUM_JOINTS
+
+_log = logging.getLogger(__name__)
+
+
+class RefinerBackend:
+    """What the node relies on. Subclasses set the attributes in `__init__`."""
+
+    name: str               # backend name as given in the parameter
+    device: str             # where it actually runs, after any fallback ("cpu", "cuda:0")
+    precision: str          # "fp32" or "fp16"
+    window: int             # T frames per window
+    steps: int              # DDIM steps used
+    joint_uncertainty: np.ndarray | None    # (17,) metres, None when the model has none
+    model_dir: Path
+
+    def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the model (and accelerator memory)."""
+
+
+class TorchBackend(RefinerBackend):
+    def __init__(self, model_dir, device: str = "cpu", fp16: bool = False, steps: int = 0,
+                 num_threads: int = 0, warn=_log.warning):
+        import torch
+        from d3p_model.refiner import D3PRefiner
+
+        self.name = "torch"
+        if num_threads > 0:
+            torch.set_num_threads(int(num_threads))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            warn(f"device {device!r} requested but CUDA is not available: running on the CPU")
+            device = "cpu"
+        elif not (device == "cpu" or device.startswith("cuda")):
+            raise ValueError(f"torch backend: device must be 'cpu' or 'cuda[:N]', got {device!r}")
+        dtype = torch.float32
+        if fp16 and device == "cpu":
+            warn("fp16 is only used on CUDA; running fp32 on the CPU")
+        elif fp16:
+            dtype = torch.float16
+        self.model_dir = Path(model_dir)
+        self._torch = torch
+        self._refiner = D3PRefiner.load(self.model_dir, device=device, dtype=dtype)
+        self.device = str(self._refiner.device)
+        self.precision = "fp16" if dtype == torch.float16 else "fp32"
+        self.window = int(self._refiner.window)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0 (0 = the model's default), got {steps}")
+        self.steps = int(steps) if steps > 0 else int(self._refiner.steps)
+        uncertainty = np.asarray(self._refiner.joint_uncertainty, dtype=np.float32)
+        self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
+                                  and np.all(np.isfinite(uncertainty)) else None)
+
+    def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
+        return self._refiner.refine_windows(keypoints_2d, pose_3d, steps=self.steps)
+
+    def close(self) -> None:
+        device = self.device
+        self._refiner = None
+        if device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+
+# name -> class; "onnx" is added by the ONNX issue (issue 7).
+BACKENDS = {"torch": TorchBackend}
+
+
+def create_backend(name: str, model_dir, device: str = "cpu", fp16: bool = False,
+                   steps: int = 0, num_threads: int = 0, warn=_log.warning) -> RefinerBackend:
+    """Load the model through the named backend. A missing/corrupt model raises
+    `d3p_model.refiner.D3PModelError` naming the file; an unknown backend a ValueError."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name](model_dir, device=device, fp16=fp16, steps=steps,
+                          num_threads=num_threads, warn=warn)

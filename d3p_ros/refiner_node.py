@@ -1,0 +1,400 @@
+"""The D3PRefiner ROS 2 node: subscribe -> synchronise -> window -> infer -> publish.
+
+A lifecycle node (`d3p_refiner`). configure: read parameters, load the model (a missing or
+corrupt model fails here, with the file named), create publishers. activate: (re)load the
+model if it was released, subscribe. deactivate: unsubscribe, release the model, forget the
+windows. cleanup: drop publishers and timers. With `autostart` (default) the node configures
+and activates itself, so `ros2 run` and the launch file need no lifecycle manager; if that
+configure fails the process exits with status 1.
+
+Run:  python -m d3p_ros.refiner_node --ros-args --params-file config/refiner.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+from d3p_model.skeleton import NUM_JOINTS
+from d3p_ros.conversions import (InvalidSkeleton, fill_skeleton3d, skeleton2d_to_numpy,
+                                 skeleton3d_to_numpy, stamp_to_ns)
+from d3p_ros.diagnostics import NodeStats, diagnostic_array
+from d3p_ros.inference import BACKENDS, create_backend
+from d3p_ros.markers import skeleton_markers
+from d3p_ros.synchronizer import make_synchronizer
+from d3p_ros.windows import Push, WindowManager
+
+NODE_NAME = "d3p_refiner"
+MODES = ("causal", "lagged")
+QOS_CHOICES = ("sensor_data", "reliable")
+
+_STR, _INT, _DBL, _BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
+                           ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_BOOL)
+
+# name: (default, type, description, range or None). Ranges are enforced by rclpy.
+PARAMETERS = {
+    "model_dir": ("", _STR, "D3PRefiner model directory; empty = the shipped default model", None),
+    "backend": ("torch", _STR, f"inference backend: {', '.join(sorted(BACKENDS))}", None),
+    "device": ("cpu", _STR, "'cpu' or 'cuda[:N]'; falls back to the CPU with a warning", None),
+    "fp16": (False, _BOOL, "half precision on CUDA (ignored on the CPU)", None),
+    "steps": (0, _INT, "DDIM steps K; 0 = the model's default", (0, 50)),
+    "num_threads": (1, _INT, "CPU threads for inference; 0 = the library default", (0, 256)),
+    "input_2d_topic": ("/human_pose2d", _STR, "d3p_ros/Skeleton2DArray input", None),
+    "input_3d_topic": ("/human_pose3d", _STR, "d3p_ros/Skeleton3DArray input (the lifter's)", None),
+    "output_topic": ("/human_pose3d_refined", _STR, "d3p_ros/Skeleton3DArray output", None),
+    "markers_topic": ("/human_pose3d_refined/markers", _STR, "visualization_msgs/MarkerArray", None),
+    "publish_markers": (True, _BOOL, "publish RViz markers of the refined skeletons", None),
+    "input_qos": ("sensor_data", _STR, "input QoS: sensor_data (best effort) or reliable", None),
+    "output_qos": ("reliable", _STR, "output QoS: reliable (reaches any subscriber) or sensor_data", None),
+    "qos_depth": (10, _INT, "history depth of inputs and outputs", (1, 1000)),
+    "sync_queue_size": (10, _INT, "messages per input kept for stamp pairing", (1, 1000)),
+    "sync_slop": (0.01, _DBL, "max stamp difference (s) of a 2D/3D pair", (1e-6, 10.0)),
+    "mode": ("causal", _STR, "causal: refine each frame on arrival; lagged: once lag_frames later frames exist", None),
+    "lag_frames": (0, _INT, "frames of look-ahead in lagged mode (< model window); 0 = window // 2", (0, 10000)),
+    "track_timeout": (1.0, _DBL, "forget a person not seen for this long (s, stamp time)", (1e-3, 3600.0)),
+    "max_gap": (0.5, _DBL, "a larger stamp gap restarts that person's window (s)", (1e-3, 3600.0)),
+    "backward_jump": (0.2, _DBL, "a stamp this much earlier restarts the window (bag loop); less is dropped as out of order (s)", (1e-3, 3600.0)),
+    "max_tracks": (32, _INT, "people refined at once; more are dropped and counted", (1, 10000)),
+    "max_missing_joints": (6, _INT, "joints with confidence 0 filled from history; more drops the person", (0, NUM_JOINTS)),
+    "input_rate": (50.0, _DBL, "expected input rate (Hz): the diagnostics' time budget", (0.1, 10000.0)),
+    "diagnostics_period": (1.0, _DBL, "seconds between /diagnostics messages", (0.01, 3600.0)),
+    "warn_throttle": (5.0, _DBL, "seconds between repeated warnings of one kind", (0.0, 3600.0)),
+    "autostart": (True, _BOOL, "configure and activate on start (no lifecycle manager needed)", None),
+}
+
+
+def _descriptor(name, ptype, description, value_range) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=name, type=ptype, description=description)
+    if value_range is not None and ptype == _INT:
+        desc.integer_range = [IntegerRange(from_value=value_range[0], to_value=value_range[1], step=1)]
+    elif value_range is not None and ptype == _DBL:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(value_range[0]),
+                                                        to_value=float(value_range[1]), step=0.0)]
+    return desc
+
+
+def _qos(kind: str, depth: int) -> QoSProfile:
+    if kind == "sensor_data":
+        qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k)
+                            for k in ("reliability", "durability", "history")}, depth=depth)
+        return qos
+    if kind == "reliable":
+        return QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                          depth=depth)
+    raise ValueError(f"QoS must be one of {QOS_CHOICES}, got {kind!r}")
+
+
+class RefinerNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, ptype, description, value_range) in PARAMETERS.items():
+            self.declare_parameter(name, default, _descriptor(name, ptype, description, value_range))
+        self.stats = NodeStats()
+        self.backend = None
+        self.windows = None
+        self.sync = None
+        self.params: dict = {}
+        self._subscriptions_in: list = []
+        self._pub_out = self._pub_markers = self._pub_diag = self._diag_timer = None
+        self._active = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from d3p_ros.msg import Skeleton3DArray
+        from diagnostic_msgs.msg import DiagnosticArray
+        from visualization_msgs.msg import MarkerArray
+
+        self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = self.params
+        try:
+            if p["mode"] not in MODES:
+                raise ValueError(f"parameter 'mode' must be one of {MODES}, got {p['mode']!r}")
+            for key in ("input_qos", "output_qos"):
+                _qos(p[key], 1)
+            self._load_model()
+            window = self.backend.window
+            lag = 0
+            if p["mode"] == "lagged":
+                lag = p["lag_frames"] or window // 2
+                if lag >= window:
+                    raise ValueError(f"lag_frames ({lag}) must be smaller than the model's window ({window})")
+            self.lag = lag
+            self.windows = WindowManager(window, lag, p["track_timeout"], p["max_gap"],
+                                         p["backward_jump"], p["max_tracks"])
+        except Exception as err:  # noqa: BLE001 - any failure here must fail the transition
+            self.get_logger().error(f"configure failed: {err}")
+            self._release_model()
+            return TransitionCallbackReturn.FAILURE
+        self.sync = make_synchronizer(2, p["sync_queue_size"], p["sync_slop"], self._on_pair)
+        out_qos = _qos(p["output_qos"], p["qos_depth"])
+        self._pub_out = self.create_lifecycle_publisher(Skeleton3DArray, p["output_topic"], out_qos)
+        if p["publish_markers"]:
+            self._pub_markers = self.create_lifecycle_publisher(MarkerArray, p["markers_topic"], out_qos)
+        # /diagnostics also reports while inactive, so it is a plain publisher.
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        b = self.backend
+        self.get_logger().info(
+            f"configured: model {b.model_dir} (window {b.window}, {b.steps} steps), backend {b.name} "
+            f"on {b.device} {b.precision}, mode {p['mode']} (lag {self.lag} frames), "
+            f"synchroniser {self.sync.backend}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from d3p_ros.msg import Skeleton2DArray, Skeleton3DArray
+
+        if self.backend is None:
+            try:
+                self._load_model()
+            except Exception as err:  # noqa: BLE001
+                self.get_logger().error(f"activate failed: {err}")
+                return TransitionCallbackReturn.FAILURE
+        p = self.params
+        in_qos = _qos(p["input_qos"], p["qos_depth"])
+        self._subscriptions_in = [
+            self.create_subscription(Skeleton2DArray, p["input_2d_topic"], self._on_2d, in_qos),
+            self.create_subscription(Skeleton3DArray, p["input_3d_topic"], self._on_3d, in_qos),
+        ]
+        self._active = True
+        self.get_logger().info(f"active: {p['input_2d_topic']} + {p['input_3d_topic']} -> {p['output_topic']}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        for sub in self._subscriptions_in:
+            self.destroy_subscription(sub)
+        self._subscriptions_in = []
+        if self.windows is not None:
+            self.windows.clear()
+        self._release_model()
+        self.get_logger().info("inactive: unsubscribed, model released")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        for sub in self._subscriptions_in:
+            self.destroy_subscription(sub)
+        self._subscriptions_in = []
+        self._teardown()
+        return super().on_shutdown(state)
+
+    def _teardown(self) -> None:
+        self._release_model()
+        self.windows = self.sync = None
+        for pub in (self._pub_out, self._pub_markers):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        if self._pub_diag is not None:
+            self.destroy_publisher(self._pub_diag)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._pub_out = self._pub_markers = self._pub_diag = self._diag_timer = None
+
+    def _load_model(self) -> None:
+        p = self.params
+        model_dir = p["model_dir"]
+        if not model_dir:
+            from d3p_model.refiner import default_model_dir
+            model_dir = str(default_model_dir())
+        self.backend = create_backend(p["backend"], model_dir, device=p["device"], fp16=p["fp16"],
+                                      steps=p["steps"], num_threads=p["num_threads"],
+                                      warn=self.get_logger().warning)
+        if self.backend.joint_uncertainty is None:
+            self.get_logger().warning(f"model {model_dir} has no calibrated joint uncertainty: "
+                                      "the output's uncertainty arrays stay empty")
+
+    def _release_model(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = None
+
+    # ------------------------------------------------------------------ input
+    def _on_2d(self, msg) -> None:
+        self.stats.count("received_2d")
+        self.sync.add(0, msg)
+
+    def _on_3d(self, msg) -> None:
+        self.stats.count("received_3d")
+        self.sync.add(1, msg)
+
+    def _on_pair(self, msg_2d, msg_3d) -> None:
+        """Never raises: whatever goes wrong with one frame is counted and logged."""
+        if not self._active or self.backend is None:
+            return
+        start = time.perf_counter()
+        try:
+            self._process(msg_2d, msg_3d)
+        except Exception as err:  # noqa: BLE001 - keep the node alive, but say so loudly
+            self.stats.count("dropped_processing_error")
+            self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
+                                    throttle_duration_sec=self.params["warn_throttle"])
+        self.stats.time((time.perf_counter() - start) * 1000.0)
+
+    def _read_people(self, skeletons, convert, kind: str) -> dict:
+        people = {}
+        for skeleton in skeletons:
+            try:
+                person = convert(skeleton)
+            except InvalidSkeleton as err:
+                self.stats.count(f"invalid_{err.reason}")
+                self.get_logger().warning(f"invalid {kind} input dropped: {err}",
+                                          throttle_duration_sec=self.params["warn_throttle"])
+                continue
+            if person.track_id in people:
+                self.stats.count("dropped_duplicate_track")
+                self.get_logger().warning(f"track {person.track_id} appears twice in one {kind} "
+                                          "message: keeping the first",
+                                          throttle_duration_sec=self.params["warn_throttle"])
+                continue
+            people[person.track_id] = person
+        return people
+
+    def _process(self, msg_2d, msg_3d) -> None:
+        self.stats.count("pairs")
+        stamp_ns = stamp_to_ns(msg_3d.header.stamp)
+        max_missing = self.params["max_missing_joints"]
+        people_2d = self._read_people(msg_2d.skeletons,
+                                      lambda s: skeleton2d_to_numpy(s, max_missing), "2D")
+        people_3d = self._read_people(msg_3d.skeletons, skeleton3d_to_numpy, "3D")
+        unmatched = set(people_2d) ^ set(people_3d)
+        if unmatched:
+            self.stats.count("dropped_unmatched_track", len(unmatched))
+            self.get_logger().warning(f"track ids {sorted(unmatched)} are in only one of the 2D/3D "
+                                      "messages: dropped",
+                                      throttle_duration_sec=self.params["warn_throttle"])
+        ready = []
+        for track_id in sorted(set(people_2d) & set(people_3d)):
+            kp, pose = people_2d[track_id], people_3d[track_id]
+            filled = int((~kp.visible).sum())
+            if filled:
+                self.stats.count("filled_joints", filled)
+            status = self.windows.push(track_id, stamp_ns, kp.normalised, kp.visible, pose.relative,
+                                       payload=(msg_3d.header, pose, kp))
+            if not status.accepted:
+                self.stats.count(f"dropped_{status.value}")
+                self.get_logger().warning(f"track {track_id}: frame dropped ({status.value})",
+                                          throttle_duration_sec=self.params["warn_throttle"])
+                continue
+            if status is Push.NEW_TRACK:
+                self.stats.count("tracks_started")
+            elif status is not Push.ADDED:
+                self.stats.count(status.value)
+                self.get_logger().warning(f"track {track_id}: window restarted ({status.value})",
+                                          throttle_duration_sec=self.params["warn_throttle"])
+            window = self.windows.ready(track_id)
+            if window is not None:
+                ready.append(window)
+        self.stats.count("tracks_timed_out", len(self.windows.prune(stamp_ns)))
+        if ready:
+            self._refine_and_publish(ready)
+        elif self.lag == 0 and not msg_3d.skeletons:
+            # causal: "nobody in view" goes out at the same rate as it came in
+            self._publish(msg_3d.header, [])
+
+    def _refine_and_publish(self, ready) -> None:
+        keypoints = np.stack([w.keypoints_2d for w in ready])
+        poses = np.stack([w.pose_3d for w in ready])
+        try:
+            refined = self.backend.refine(keypoints, poses)
+        except Exception as err:  # noqa: BLE001
+            self.stats.count("dropped_inference_error", len(ready))
+            self.get_logger().error(f"inference failed, {len(ready)} skeletons dropped: {err}",
+                                    throttle_duration_sec=self.params["warn_throttle"])
+            return
+        self.stats.count("inference_batches")
+        groups = {}  # (stamp, frame_id) -> (header, people): lagged outputs may mix stamps
+        for window, poses_out in zip(ready, refined):
+            header, pose, kp = window.frame.payload
+            out = poses_out[window.output_index]
+            if not np.all(np.isfinite(out)):
+                self.stats.count("dropped_non_finite_output")
+                self.get_logger().warning(f"track {window.track_id}: model output not finite, dropped",
+                                          throttle_duration_sec=self.params["warn_throttle"])
+                continue
+            _, people = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id), (header, []))
+            people.append((window.track_id, out + pose.root, pose.root_relative,
+                           np.minimum(kp.confidence, pose.confidence)))
+        for key in sorted(groups):
+            self._publish(*groups[key])
+
+    def _publish(self, header, people) -> None:
+        from d3p_ros.msg import Skeleton3D, Skeleton3DArray
+
+        uncertainty = self.backend.joint_uncertainty
+        uncertainty = [] if uncertainty is None else uncertainty
+        out = Skeleton3DArray(header=header)
+        out.skeletons = [fill_skeleton3d(Skeleton3D(header=header), track_id, positions, root_relative,
+                                         confidence, uncertainty)
+                         for track_id, positions, root_relative, confidence in people]
+        self._pub_out.publish(out)
+        self.stats.count("published_frames")
+        self.stats.count("published_skeletons", len(people))
+        if self._pub_markers is not None and people:
+            self._pub_markers.publish(skeleton_markers(
+                header, [(t, pos, rel) for t, pos, rel, _ in people]))
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        if self._pub_diag is None:
+            return
+        p, b = self.params, self.backend
+        info = {
+            "active": self._active,
+            "backend": p["backend"],
+            "device": b.device if b is not None else "released",
+            "precision": b.precision if b is not None else "",
+            "model_loaded": b is not None,
+            "window": self.windows.window if self.windows else 0,
+            "steps": b.steps if b is not None else 0,
+            "mode": p["mode"],
+            "lag_frames": self.lag,
+            "tracks": len(self.windows) if self.windows else 0,
+            "window_fill": f"{self.windows.fill():.3f}" if self.windows else "0",
+            "synchronizer": self.sync.backend if self.sync else "",
+            "sync_queued": (self.sync.queued() if self.sync else 0),
+        }
+        if self.sync is not None and getattr(self.sync, "evicted", None) is not None:
+            self.stats.counters["dropped_unpaired"] = self.sync.evicted
+        status = self.stats.status(f"{NODE_NAME}: refiner", info["device"], info,
+                                   1000.0 / p["input_rate"])
+        self._pub_diag.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = RefinerNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("could not configure (see the error above); exiting")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("could not activate (see the error above); exiting")
+                return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
