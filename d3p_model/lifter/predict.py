@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from ..data.h36m import SETTINGS, TEST_SUBJECTS, TRAIN_SUBJECTS, load_sequences
@@ -37,12 +38,11 @@ def lift_sequence(model, keypoints_norm: np.ndarray, batch_size: int = 512) -> n
     return stitch_windows(out, starts, len(keypoints_norm))
 
 
-def fold_for_subject(setting: str, subject: str) -> str:
+def fold_for_subject(models_dir: Path, setting: str, subject: str) -> str:
     """The fold whose model did not see `subject` (held-out), or `all` for test subjects."""
-    import yaml
     if subject not in TRAIN_SUBJECTS:
         return "all"
-    for fold_dir in sorted((MODELS_DIR / setting).iterdir()):
+    for fold_dir in sorted((Path(models_dir) / setting).iterdir()):
         with open(fold_dir / "config.yaml") as f:
             config = yaml.safe_load(f)
         if fold_dir.name != "all" and subject not in config["train_subjects"]:
@@ -50,14 +50,14 @@ def fold_for_subject(setting: str, subject: str) -> str:
     raise FileNotFoundError(f"no trained {setting} lifter fold holds out {subject}")
 
 
-def predict_split(setting: str, subjects, data=None) -> Predictions:
+def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> Predictions:
     sequences, folds = {}, {}
     models = {}
     for seq in tqdm(load_sequences(setting, subjects, data), desc=f"lift {setting}"):
         subject = seq.key.split("/")[0]
-        fold = folds.setdefault(subject, fold_for_subject(setting, subject))
+        fold = folds.setdefault(subject, fold_for_subject(models_dir, setting, subject))
         if fold not in models:
-            models[fold] = load_lifter(MODELS_DIR / setting / fold)
+            models[fold] = load_lifter(Path(models_dir) / setting / fold)
         pose = lift_sequence(models[fold], normalise_screen(seq.keypoints_2d, *seq.image_size))
         sequences[seq.key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
                                       pose_3d=pose, ground_truth_3d=seq.ground_truth_3d)
