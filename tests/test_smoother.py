@@ -69,6 +69,17 @@ def test_tuning_refuses_test_subjects():
                 progress=False)["window"] == 5
 
 
+def test_tuning_on_every_kth_sequence():
+    train = make_synthetic_predictions(num_sequences=5, num_frames=40, subjects=["SYN1"])
+    every = tune([train], windows=(5, 9), orders=(1,), progress=False)
+    half = tune([train], windows=(5, 9), orders=(1,), progress=False, sequence_stride=2)
+    assert (every["num_sequences"], every["num_frames"]) == (5, 200)
+    assert (half["num_sequences"], half["num_frames"]) == (3, 120)
+    assert half["mpjpe_before_mm"] != every["mpjpe_before_mm"]
+    with pytest.raises(ValueError, match="sequence_stride"):
+        tune([train], sequence_stride=0, progress=False)
+
+
 def test_cli_tune_then_apply(tmp_path, capsys):
     train, test = tmp_path / "train.npz", tmp_path / "test.npz"
     save_predictions(train, make_synthetic_predictions(num_sequences=3, num_frames=80, seed=3,
@@ -80,7 +91,7 @@ def test_cli_tune_then_apply(tmp_path, capsys):
                      "--windows", "5", "9", "15", "--orders", "1", "2"]) == 0
     chosen = json.loads(params.read_text())
     assert (chosen["window"], chosen["order"]) in {(5, 1), (5, 2), (9, 1), (9, 2), (15, 1), (15, 2)}
-    assert chosen["tuned_on"] == [str(train)]
+    assert chosen["tuned_on"] == [str(train)] and chosen["num_frames"] == 240
     assert d3p_main(["smooth", "apply", str(test), "-o", str(out), "--params", str(params)]) == 0
     smoothed, original = load_predictions(out), load_predictions(test)
     step = smoothed.meta["refinements"][-1]
