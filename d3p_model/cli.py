@@ -19,6 +19,8 @@ COMMANDS = {
     "train": ("d3p_model.train.cli", "train a D3PRefiner from a config file"),
     "refine": ("d3p_model.refine", "refine a predictions file with a trained D3PRefiner"),
     "evaluate": ("d3p_model.evaluate.cli", "MPJPE / P-MPJPE / acceleration error per action"),
+    "plot": ("d3p_model.evaluate.plots",
+             "figures: error histograms and skeleton sequences before/after refinement"),
     "flops": ("d3p_model.denoiser.flops", "count the PoseDenoiser's FLOPs per window"),
     "export": ("d3p_model.export.onnx", "export a trained refiner to ONNX"),
 }
