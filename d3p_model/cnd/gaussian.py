@@ -1,0 +1,190 @@
+"""Fit, condition and sample the CND (design: refiner.md, "Conditional noisy-pose distribution").
+
+One joint Gaussian per frame over z = [e, c]:
+  e = y_hat - y0 for the 16 non-root joints (48 dims; the root error is identically 0),
+  c = [x (17 x 2 normalised screen coordinates), y_hat (16 non-root joints x 3)] (82 dims).
+Conditioning on c gives e | c ~ N(m(c), S) with
+  m(c) = mu_e + Sigma_ec Sigma_cc^-1 (c - mu_c),  S = Sigma_ee - Sigma_ec Sigma_cc^-1 Sigma_ce.
+Sigma_cc^-1 is never formed: a Cholesky factor of the ridged Sigma_cc solves for the gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from ..skeleton import NUM_JOINTS, ROOT
+
+NON_ROOT = tuple(j for j in range(NUM_JOINTS) if j != ROOT)
+ERROR_DIM = 3 * len(NON_ROOT)                       # 48
+CONDITION_DIM = 2 * NUM_JOINTS + 3 * len(NON_ROOT)  # 34 + 48 = 82
+FORMAT = "d3p-cnd"
+VERSION = 1
+
+
+def error_vectors(pose_3d: np.ndarray, ground_truth_3d: np.ndarray) -> np.ndarray:
+    """(..., 17, 3) estimate and truth -> (..., 48) non-root errors."""
+    diff = np.asarray(pose_3d, np.float64) - np.asarray(ground_truth_3d, np.float64)
+    return diff[..., NON_ROOT, :].reshape(diff.shape[:-2] + (ERROR_DIM,))
+
+
+def condition_vectors(keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
+    """(..., 17, 2) normalised 2D and (..., 17, 3) estimate -> (..., 82) conditions c."""
+    x = np.asarray(keypoints_2d, np.float64)
+    y = np.asarray(pose_3d, np.float64)[..., NON_ROOT, :]
+    lead = x.shape[:-2]
+    return np.concatenate([x.reshape(lead + (-1,)), y.reshape(lead + (-1,))], axis=-1)
+
+
+@dataclass
+class ConditionalNoiseModel:
+    mean: np.ndarray        # (130,) mean of [e, c]
+    cov: np.ndarray         # (130, 130) covariance of [e, c]
+    ridge: float            # relative ridge added to Sigma_cc (times its mean diagonal)
+    num_frames: int         # frames the statistics were fitted on
+    gain: np.ndarray = None         # (48, 82) Sigma_ec Sigma_cc^-1
+    cond_cov: np.ndarray = None     # (48, 48) S
+    cond_chol: np.ndarray = None    # (48, 48) lower Cholesky factor of S
+    error_scale: np.ndarray = None  # (48,) RMS of e per dimension: the denoiser's fixed scale
+
+    def __post_init__(self):
+        self.mean = np.asarray(self.mean, np.float64)
+        self.cov = np.asarray(self.cov, np.float64)
+        size = ERROR_DIM + CONDITION_DIM
+        if self.mean.shape != (size,) or self.cov.shape != (size, size):
+            raise ValueError(f"CND statistics must be ({size},) and ({size}, {size}), got "
+                             f"{self.mean.shape} and {self.cov.shape}")
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.cov))):
+            raise ValueError("CND statistics contain NaN or inf")
+        self._condition()
+
+    @classmethod
+    def fit(cls, errors: np.ndarray, conditions: np.ndarray, ridge: float = 1e-6):
+        """Maximum-likelihood mean and covariance of [e, c] from (N, 48) and (N, 82) rows."""
+        errors = np.asarray(errors, np.float64)
+        conditions = np.asarray(conditions, np.float64)
+        if errors.ndim != 2 or errors.shape[1] != ERROR_DIM:
+            raise ValueError(f"errors must be (N, {ERROR_DIM}), got {errors.shape}")
+        if conditions.shape != (errors.shape[0], CONDITION_DIM):
+            raise ValueError(f"conditions must be ({errors.shape[0]}, {CONDITION_DIM}), "
+                             f"got {conditions.shape}")
+        if errors.shape[0] < 2:
+            raise ValueError("fitting the CND needs at least 2 frames")
+        joint = np.concatenate([errors, conditions], axis=1)
+        mean = joint.mean(axis=0)
+        centred = joint - mean
+        cov = centred.T @ centred / joint.shape[0]
+        return cls(mean=mean, cov=cov, ridge=float(ridge), num_frames=int(joint.shape[0]))
+
+    @classmethod
+    def fit_sequences(cls, sequences, ridge: float = 1e-6):
+        """Fit on an iterable of (keypoints_2d normalised, pose_3d, ground_truth_3d) arrays."""
+        errors, conditions = [], []
+        for keypoints, pose, truth in sequences:
+            errors.append(error_vectors(pose, truth).reshape(-1, ERROR_DIM))
+            conditions.append(condition_vectors(keypoints, pose).reshape(-1, CONDITION_DIM))
+        if not errors:
+            raise ValueError("fitting the CND needs at least one sequence")
+        return cls.fit(np.concatenate(errors), np.concatenate(conditions), ridge)
+
+    def _condition(self):
+        e, c = slice(0, ERROR_DIM), slice(ERROR_DIM, None)
+        sigma_cc = self.cov[c, c] + self.ridge * max(np.mean(np.diag(self.cov[c, c])), 1e-12) \
+            * np.eye(CONDITION_DIM)
+        factor = scipy.linalg.cho_factor(sigma_cc, lower=True)
+        # gain^T = Sigma_cc^-1 Sigma_ce, by two triangular solves
+        self.gain = scipy.linalg.cho_solve(factor, self.cov[c, e]).T
+        cond_cov = self.cov[e, e] - self.gain @ self.cov[c, e]
+        self.cond_cov = 0.5 * (cond_cov + cond_cov.T)
+        self.cond_chol = _robust_cholesky(self.cond_cov)
+        self.error_scale = np.sqrt(self.mean[e] ** 2 + np.diag(self.cov[e, e]))
+        self.error_scale = np.maximum(self.error_scale, 1e-6)
+
+    @property
+    def error_mean(self) -> np.ndarray:
+        return self.mean[:ERROR_DIM]
+
+    @property
+    def condition_mean(self) -> np.ndarray:
+        return self.mean[ERROR_DIM:]
+
+    def conditional_mean(self, conditions: np.ndarray) -> np.ndarray:
+        """m(c) for (..., 82) conditions -> (..., 48)."""
+        return self.error_mean + (np.asarray(conditions, np.float64) - self.condition_mean) @ self.gain.T
+
+    def sample(self, conditions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """e~ = m(c) + L z, one draw per condition row."""
+        mean = self.conditional_mean(conditions)
+        z = rng.standard_normal(mean.shape)
+        return mean + z @ self.cond_chol.T
+
+    def explained_fraction(self) -> float:
+        """1 - tr(S) / tr(Sigma_ee): how much of the error variance the condition explains."""
+        total = np.trace(self.cov[:ERROR_DIM, :ERROR_DIM])
+        return float(1 - np.trace(self.cond_cov) / total) if total > 0 else 0.0
+
+    def save(self, path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, format=np.array(FORMAT), version=np.array(VERSION), mean=self.mean,
+                 cov=self.cov, ridge=np.array(self.ridge), num_frames=np.array(self.num_frames))
+
+    @classmethod
+    def load(cls, path) -> "ConditionalNoiseModel":
+        """Raises ValueError naming the file on anything missing or malformed."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["format"]) != FORMAT or int(data["version"]) != VERSION:
+                    raise ValueError(f"format {str(data['format'])!r} version "
+                                     f"{int(data['version'])}, expected {FORMAT!r} {VERSION}")
+                return cls(mean=data["mean"], cov=data["cov"], ridge=float(data["ridge"]),
+                           num_frames=int(data["num_frames"]))
+        except (OSError, KeyError, ValueError, np.linalg.LinAlgError, EOFError) as err:
+            raise ValueError(f"{path}: not a valid CND file ({err})") from err
+
+    def to_torch(self, device="cpu", dtype=torch.float32) -> "TorchCND":
+        return TorchCND(self, device, dtype)
+
+
+def _robust_cholesky(matrix: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor; adds growing jitter if S is only positive semi-definite."""
+    scale = max(float(np.mean(np.diag(matrix))), 1e-12)
+    for jitter in (0.0, 1e-10, 1e-8, 1e-6, 1e-4):
+        try:
+            return np.linalg.cholesky(matrix + jitter * scale * np.eye(matrix.shape[0]))
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError("the conditional error covariance is not positive definite")
+
+
+class TorchCND:
+    """Batched sampling of e~ on the training device (no numpy round trip per step)."""
+
+    def __init__(self, model: ConditionalNoiseModel, device="cpu", dtype=torch.float32):
+        as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        self.error_mean = as_tensor(model.error_mean)
+        self.condition_mean = as_tensor(model.condition_mean)
+        self.gain_t = as_tensor(model.gain.T)          # (82, 48)
+        self.chol_t = as_tensor(model.cond_chol.T)     # (48, 48)
+        self.error_scale = as_tensor(model.error_scale)
+
+    def conditions(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor) -> torch.Tensor:
+        """(..., 17, 2), (..., 17, 3) -> (..., 82)."""
+        lead = keypoints_2d.shape[:-2]
+        return torch.cat([keypoints_2d.reshape(lead + (-1,)),
+                          pose_3d[..., 1:, :].reshape(lead + (-1,))], dim=-1)
+
+    def conditional_mean(self, conditions: torch.Tensor) -> torch.Tensor:
+        return self.error_mean + (conditions - self.condition_mean) @ self.gain_t
+
+    def sample(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """e~ for every frame, as full (..., 17, 3) poses with a zero root error."""
+        mean = self.conditional_mean(self.conditions(keypoints_2d, pose_3d))
+        z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        error = mean + z @ self.chol_t
+        return torch.cat([torch.zeros_like(error[..., :3]), error], dim=-1).reshape(
+            pose_3d.shape)

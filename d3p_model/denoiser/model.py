@@ -1,0 +1,116 @@
+"""PoseDenoiser (design: refiner.md, "PoseDenoiser and loss").
+
+Tokens are (B, T, J, d): one per joint per frame, from the noisy 3D joint (3) and its 2D
+keypoint (2). Each denoising block is
+  1. STC attention on the pose tokens (spatial over joints, temporal over frames),
+  2. a timestep module: the embedded diffusion step modulates the tokens (FiLM: scale and
+     shift after the norm), then STC attention relates tokens and step,
+  3. an MLP,
+each pre-norm with a residual. The output is the error per joint in units of a fixed
+per-dimension scale; the root joint's error is forced to 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..nn.stc import MLP, STCAttention
+from ..skeleton import NUM_JOINTS, ROOT
+
+
+@dataclass
+class DenoiserConfig:
+    window: int = 27
+    depth: int = 4
+    width: int = 32
+    heads: int = 2
+    mlp_ratio: float = 2.0
+    timesteps: int = 50          # largest diffusion step the embedding must represent
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DenoiserConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown denoiser settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B,) integer steps -> (B, dim) sin/cos features at geometric frequencies."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / max(half - 1, 1))
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class TimestepModule(nn.Module):
+    """FiLM the tokens with the step embedding, then STC attention; residual outside."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.film = nn.Linear(dim, 2 * dim)
+        nn.init.zeros_(self.film.weight)   # start as plain norm: identity modulation
+        nn.init.zeros_(self.film.bias)
+        self.attn = STCAttention(dim, heads)
+
+    def forward(self, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(step)[:, None, None, :].chunk(2, dim=-1)
+        return self.attn(self.norm(tokens) * (1 + scale) + shift)
+
+
+class DenoisingBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = STCAttention(dim, heads)
+        self.step = TimestepModule(dim, heads)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        tokens = tokens + self.attn(self.norm1(tokens))
+        tokens = tokens + self.step(tokens, step)
+        return tokens + self.mlp(self.norm3(tokens))
+
+
+class PoseDenoiser(nn.Module):
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        self.config = config
+        d = config.width
+        self.embed = nn.Linear(3 + 2, d)
+        self.joint_embedding = nn.Parameter(torch.zeros(1, 1, NUM_JOINTS, d))
+        self.frame_embedding = nn.Parameter(torch.zeros(1, config.window, 1, d))
+        nn.init.trunc_normal_(self.joint_embedding, std=0.02)
+        nn.init.trunc_normal_(self.frame_embedding, std=0.02)
+        self.step_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(
+            DenoisingBlock(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 3)
+        root_mask = torch.ones(NUM_JOINTS, 1)
+        root_mask[ROOT] = 0
+        self.register_buffer("root_mask", root_mask, persistent=False)
+
+    def forward(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        """(B, T, 17, 3) y_t, (B, T, 17, 2) x, (B,) steps -> (B, T, 17, 3) normalised error."""
+        batch, frames, joints, _ = noisy_pose.shape
+        if frames != self.config.window or joints != NUM_JOINTS:
+            raise ValueError(f"PoseDenoiser expects windows of {self.config.window} frames x "
+                             f"{NUM_JOINTS} joints, got {tuple(noisy_pose.shape)}")
+        tokens = self.embed(torch.cat([noisy_pose, keypoints_2d], dim=-1))
+        tokens = tokens + self.joint_embedding + self.frame_embedding
+        step = self.step_mlp(sinusoidal_embedding(t, self.config.width).to(tokens.dtype))
+        for block in self.blocks:
+            tokens = block(tokens, step)
+        return self.head(self.norm(tokens)) * self.root_mask

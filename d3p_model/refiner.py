@@ -1,0 +1,209 @@
+"""D3PRefiner: a trained PoseDenoiser + its CND statistics + calibration, as one object.
+
+A model directory holds
+  model.json   format/version, denoiser architecture, diffusion settings, default DDIM
+               steps, per-joint uncertainty calibration, provenance (command, git commit)
+  weights.pt   the PoseDenoiser's state_dict (load with weights_only=True)
+  cnd.npz      the CND statistics (mean and covariance of [error, condition])
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import torch
+
+from .cnd.gaussian import ConditionalNoiseModel
+from .data.windows import extract_windows, stitch_windows, window_starts
+from .denoiser.model import DenoiserConfig, PoseDenoiser
+from .diffusion.process import ddim_refine
+from .diffusion.schedule import DEFAULT_OFFSET, DEFAULT_TIMESTEPS, cosine_alpha_bar
+from .skeleton import NUM_JOINTS, ROOT
+
+FORMAT = "d3p-refiner"
+VERSION = 1
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+CND_FILE = "cnd.npz"
+
+
+class D3PModelError(ValueError):
+    """A missing or corrupt model directory; the message names the file and the problem."""
+
+
+def default_model_dir() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parent / "models" / "default"
+
+
+def error_scale_per_joint(cnd: ConditionalNoiseModel) -> torch.Tensor:
+    """(17, 3) fixed scale of the denoiser's output; the root row is 1 (its output is 0)."""
+    scale = torch.ones(NUM_JOINTS, 3, dtype=torch.float64)
+    non_root = [j for j in range(NUM_JOINTS) if j != ROOT]
+    scale[non_root] = torch.as_tensor(cnd.error_scale, dtype=torch.float64).reshape(-1, 3)
+    return scale
+
+
+class D3PRefiner:
+    def __init__(self, denoiser: PoseDenoiser, cnd: ConditionalNoiseModel, *, steps: int = 2,
+                 diffusion: bool = True, timesteps: int = DEFAULT_TIMESTEPS,
+                 offset: float = DEFAULT_OFFSET, joint_uncertainty=None, info: dict | None = None,
+                 device="cpu", dtype=torch.float32):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.denoiser = denoiser.to(self.device, dtype).eval()
+        self.cnd = cnd
+        self.diffusion = bool(diffusion)
+        # without diffusion the network was trained for a single step from y_hat
+        self.steps = int(steps) if self.diffusion else 1
+        self.timesteps = int(timesteps)
+        self.offset = float(offset)
+        self.alpha_bar = cosine_alpha_bar(self.timesteps, self.offset).to(self.device)
+        self.error_scale = error_scale_per_joint(cnd).to(self.device, dtype)
+        if joint_uncertainty is None:
+            joint_uncertainty = np.full(NUM_JOINTS, np.nan)
+        self.joint_uncertainty = np.asarray(joint_uncertainty, dtype=np.float32).reshape(NUM_JOINTS)
+        self.info = dict(info or {})
+
+    @property
+    def window(self) -> int:
+        return self.denoiser.config.window
+
+    # ---------------------------------------------------------------- persistence
+    @classmethod
+    def load(cls, model_dir, device="cpu", dtype=torch.float32) -> "D3PRefiner":
+        model_dir = pathlib.Path(model_dir)
+        if not model_dir.is_dir():
+            raise D3PModelError(f"{model_dir}: model directory does not exist")
+        model_path = model_dir / MODEL_FILE
+        try:
+            spec = json.loads(model_path.read_text())
+        except FileNotFoundError:
+            raise D3PModelError(f"{model_path}: file is missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise D3PModelError(f"{model_path}: not readable JSON ({err})") from err
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise D3PModelError(f"{model_path}: 'format' is not {FORMAT!r}")
+        if spec.get("version") != VERSION:
+            raise D3PModelError(f"{model_path}: version {spec.get('version')!r}, "
+                                f"this d3p reads version {VERSION}")
+        try:
+            config = DenoiserConfig.from_dict(spec["denoiser"])
+            diffusion = spec["diffusion"]
+            uncertainty = np.array([np.nan if v is None else float(v)
+                                    for v in spec["joint_uncertainty"]])
+            if uncertainty.shape != (NUM_JOINTS,):
+                raise ValueError(f"joint_uncertainty has shape {uncertainty.shape}, "
+                                 f"expected ({NUM_JOINTS},)")
+            steps = int(spec["steps"])
+            enabled = bool(diffusion["enabled"])
+            timesteps, offset = int(diffusion["timesteps"]), float(diffusion["offset"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise D3PModelError(f"{model_path}: bad or missing entry ({err!r})") from err
+
+        cnd_path = model_dir / CND_FILE
+        if not cnd_path.is_file():
+            raise D3PModelError(f"{cnd_path}: file is missing")
+        try:
+            cnd = ConditionalNoiseModel.load(cnd_path)
+        except ValueError as err:
+            raise D3PModelError(str(err)) from err
+
+        weights_path = model_dir / WEIGHTS_FILE
+        if not weights_path.is_file():
+            raise D3PModelError(f"{weights_path}: file is missing")
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for truncated/garbage files
+            raise D3PModelError(f"{weights_path}: not a readable torch state_dict ({err})") from err
+        denoiser = PoseDenoiser(config)
+        try:
+            denoiser.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise D3PModelError(f"{weights_path}: weights do not match the architecture in "
+                                f"{MODEL_FILE} ({err})") from err
+        return cls(denoiser, cnd, steps=steps, diffusion=enabled, timesteps=timesteps,
+                   offset=offset, joint_uncertainty=uncertainty, info=spec.get("info", {}),
+                   device=device, dtype=dtype)
+
+    def spec(self) -> dict:
+        return {
+            "format": FORMAT, "version": VERSION,
+            "denoiser": self.denoiser.config.to_dict(),
+            "diffusion": {"enabled": self.diffusion, "timesteps": self.timesteps,
+                          "offset": self.offset},
+            "steps": self.steps,
+            # null marks an uncalibrated joint (a model that was never calibrated)
+            "joint_uncertainty": [float(v) if np.isfinite(v) else None
+                                  for v in self.joint_uncertainty],
+            "info": self.info,
+        }
+
+    def save(self, model_dir) -> None:
+        model_dir = pathlib.Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu", torch.float32).clone()
+                 for k, v in self.denoiser.state_dict().items()}
+        torch.save(state, model_dir / WEIGHTS_FILE)
+        self.cnd.save(model_dir / CND_FILE)
+        (model_dir / MODEL_FILE).write_text(json.dumps(self.spec(), indent=2, allow_nan=False)
+                                            + "\n")
+
+    # ---------------------------------------------------------------- inference
+    def _predict_error(self, keypoints_2d: torch.Tensor):
+        def predict(noisy_pose, t):
+            return self.denoiser(noisy_pose, keypoints_2d, t) * self.error_scale
+        return predict
+
+    def refine_tensor(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor,
+                      steps: int | None = None) -> torch.Tensor:
+        """Torch in, torch out, on self.device; the core of refine_windows (no checks)."""
+        steps = self.steps if (steps is None or not self.diffusion) else int(steps)
+        pose_3d = pose_3d - pose_3d[..., ROOT:ROOT + 1, :]
+        refined = ddim_refine(pose_3d, self._predict_error(keypoints_2d), self.alpha_bar, steps)
+        return refined - refined[..., ROOT:ROOT + 1, :]
+
+    @torch.no_grad()
+    def refine_windows(self, keypoints_2d, pose_3d, steps=None) -> np.ndarray:
+        keypoints_2d = np.asarray(keypoints_2d)
+        pose_3d = np.asarray(pose_3d)
+        expected = (self.window, NUM_JOINTS)
+        if keypoints_2d.ndim != 4 or keypoints_2d.shape[1:] != expected + (2,):
+            raise ValueError(f"keypoints_2d must be (B, {self.window}, {NUM_JOINTS}, 2), "
+                             f"got {keypoints_2d.shape}")
+        if pose_3d.shape != keypoints_2d.shape[:-1] + (3,):
+            raise ValueError(f"pose_3d must be {keypoints_2d.shape[:-1] + (3,)} to match "
+                             f"keypoints_2d, got {pose_3d.shape}")
+        if not (np.all(np.isfinite(keypoints_2d)) and np.all(np.isfinite(pose_3d))):
+            raise ValueError("keypoints_2d and pose_3d must be finite (no NaN or inf)")
+        if steps is not None and int(steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.denoiser.eval()
+        as_tensor = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa
+        refined = self.refine_tensor(as_tensor(keypoints_2d), as_tensor(pose_3d), steps)
+        return refined.to("cpu", torch.float32).numpy()
+
+    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
+                        steps=None) -> np.ndarray:
+        keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
+        pose_3d = np.asarray(pose_3d, dtype=np.float32)
+        if keypoints_2d.ndim != 3 or keypoints_2d.shape[1:] != (NUM_JOINTS, 2):
+            raise ValueError(f"keypoints_2d must be (F, {NUM_JOINTS}, 2), got {keypoints_2d.shape}")
+        if pose_3d.shape != keypoints_2d.shape[:1] + (NUM_JOINTS, 3):
+            raise ValueError(f"pose_3d must be ({keypoints_2d.shape[0]}, {NUM_JOINTS}, 3) to "
+                             f"match keypoints_2d, got {pose_3d.shape}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        stride = self.window if stride is None else int(stride)
+        if not 1 <= stride <= self.window:
+            raise ValueError(f"stride must be in 1..{self.window} (the window), got {stride}")
+        frames = pose_3d.shape[0]
+        starts = window_starts(frames, self.window, stride)
+        outputs = []
+        for first in range(0, len(starts), batch_size):
+            chunk = starts[first:first + batch_size]
+            outputs.append(self.refine_windows(extract_windows(keypoints_2d, chunk, self.window),
+                                               extract_windows(pose_3d, chunk, self.window),
+                                               steps))
+        return stitch_windows(np.concatenate(outputs), starts, frames)

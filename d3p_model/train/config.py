@@ -1,0 +1,141 @@
+"""Experiment configs: YAML files in d3p_model/configs/, one per experiment.
+
+A config is a nested mapping; anything left out takes the default below, anything unknown
+is an error (a typo must not silently train the wrong experiment).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+DEFAULTS = {
+    "name": None,                 # run name; default: the config file's stem
+    "data": {
+        # a predictions file with ground_truth_3d (held-out lifter outputs on the training
+        # subjects), or {"synthetic": {...make_synthetic_predictions arguments...}}
+        "train": None,
+        "validation_fraction": 0.1,   # sequence groups held out for validation/calibration
+        "frame_subsample": 1,         # keep every n-th frame (changes the frame rate!)
+        "allow_test_subjects": False, # refuse S9/S11 and files named test.npz unless true
+    },
+    "window": 27,                 # T, frames per window
+    "stride": 9,                  # frames between training window starts
+    "model": {"depth": 4, "width": 32, "heads": 2, "mlp_ratio": 2.0},
+    "noise": "cnd",               # cnd: sample e~ from the CND; real: use y_hat - y0
+    "diffusion": True,            # false: one step from y_hat, t = T always
+    "timesteps": 50,
+    "schedule_offset": 0.008,
+    "steps": 2,                   # DDIM steps at inference (and for validation)
+    "cnd_ridge": 1.0e-6,
+    "optim": {"lr": 1.0e-3, "lr_decay": 0.96, "epochs": 20, "batch_size": 256},
+    "seed": 0,
+    "checkpoint_minutes": 10.0,
+    "threads": None,              # torch threads per process; None: torch's default
+    "device": "auto",             # auto: cuda when available, else cpu
+    "validation_batches": None,   # cap on validation windows per epoch (None: all)
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(defaults: dict, values: dict, where: str) -> dict:
+    merged = copy.deepcopy(defaults)
+    for key, value in values.items():
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown setting '{key}'; known: {sorted(defaults)}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a mapping")
+            if key == "data":  # data.train may itself be a mapping: merge one level only
+                unknown = set(value) - set(defaults[key])
+                if unknown:
+                    raise ConfigError(f"{where}.data: unknown settings {sorted(unknown)}; "
+                                      f"known: {sorted(defaults[key])}")
+                merged[key].update(copy.deepcopy(value))
+            else:
+                merged[key] = _merge(defaults[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(source) -> dict:
+    """A YAML path (absolute, relative to the CWD, to the repo root or a name in
+    d3p_model/configs/) or an already-parsed dict -> validated config with defaults."""
+    where = "config"
+    if isinstance(source, dict):
+        values = source
+    else:
+        path = find_config(source)
+        where = str(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        values = {**values, "name": values.get("name") or path.stem}
+    config = _merge(DEFAULTS, values, where)
+    _validate(config, where)
+    return config
+
+
+def find_config(name) -> Path:
+    name = Path(name)
+    candidates = [name, REPO_ROOT / name, CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config {str(name)!r} not found (looked in the CWD, {REPO_ROOT} "
+                      f"and {CONFIG_DIR})")
+
+
+def _validate(config: dict, where: str) -> None:
+    def need(ok, message):
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
+    need(config["data"]["train"] is not None, "data.train is required (a predictions file or "
+                                              "{synthetic: {...}})")
+    need(isinstance(config["window"], int) and config["window"] >= 1, "window must be an int >= 1")
+    need(isinstance(config["stride"], int) and config["stride"] >= 1, "stride must be an int >= 1")
+    need(config["noise"] in ("cnd", "real"), "noise must be 'cnd' or 'real'")
+    need(isinstance(config["diffusion"], bool), "diffusion must be true or false")
+    need(isinstance(config["timesteps"], int) and config["timesteps"] >= 1, "timesteps must be >= 1")
+    need(isinstance(config["steps"], int) and 1 <= config["steps"] <= config["timesteps"],
+         "steps must be in 1..timesteps")
+    need(0 <= config["data"]["validation_fraction"] < 1, "data.validation_fraction must be in [0, 1)")
+    need(isinstance(config["data"]["frame_subsample"], int) and config["data"]["frame_subsample"] >= 1,
+         "data.frame_subsample must be an int >= 1")
+    optim = config["optim"]
+    need(optim["lr"] > 0 and 0 < optim["lr_decay"] <= 1, "optim.lr > 0 and 0 < optim.lr_decay <= 1")
+    need(isinstance(optim["epochs"], int) and optim["epochs"] >= 1, "optim.epochs must be >= 1")
+    need(isinstance(optim["batch_size"], int) and optim["batch_size"] >= 1, "optim.batch_size >= 1")
+    need(config["checkpoint_minutes"] is None or config["checkpoint_minutes"] > 0,
+         "checkpoint_minutes must be positive or null")
+
+
+def cache_dir() -> Path:
+    """D3P_CACHE if set, else <repo>/cache."""
+    return Path(os.environ.get("D3P_CACHE") or REPO_ROOT / "cache")
+
+
+def resolve_data_path(path) -> Path:
+    """A data path as written in a config: 'cache/...' goes through D3P_CACHE; otherwise
+    absolute, or relative to the CWD, else to the repo root."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    if path.parts and path.parts[0] == "cache" and os.environ.get("D3P_CACHE"):
+        return cache_dir().joinpath(*path.parts[1:])
+    if path.exists():
+        return path.resolve()
+    return REPO_ROOT / path
