@@ -75,6 +75,8 @@ class Replay(Node):
         while time.monotonic() < deadline:
             if (self.pub_3d.get_subscription_count() >= self.args.wait_subscribers
                     and self.pub_2d.get_subscription_count() >= min(1, self.args.wait_subscribers)):
+                # the publisher sees the match before every subscriber sees it: settle first
+                time.sleep(0.5)
                 return True
             rclpy.spin_once(self, timeout_sec=0.05)
         return False

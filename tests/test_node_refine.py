@@ -1,0 +1,172 @@
+"""The refiner node, started as the launch file starts it, refines a generated sequence.
+
+One node process (causal mode) for the module; a second one in lagged mode. Fed over DDS
+from this process; checked on /human_pose3d_refined, the markers and /diagnostics.
+"""
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
+
+from d3p_model.data.synthetic import make_synthetic_predictions  # noqa: E402
+from d3p_ros.processes import ensure_demo_model  # noqa: E402
+from d3p_ros.testing import (NodeHarness, all_finite, apply_network_rule, make_frame,  # noqa: E402
+                             output_people, restore_environment)
+
+pytestmark = pytest.mark.timeout(300)
+NS = 1_000_000_000
+PERIOD_NS = 20_000_000          # 50 Hz
+ROOTS = {1: np.array([0.5, 0.2, 4.0]), 2: np.array([-1.0, 0.1, 6.0])}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """Two GENERATED people (not Human3.6M), 50 frames each (1 s at 50 Hz)."""
+    preds = make_synthetic_predictions(num_sequences=2, num_frames=50, seed=11, subjects=["SYNT"])
+    return [seq for _, seq in preds.items()]
+
+
+@pytest.fixture(scope="module")
+def harness_factory():
+    model_dir = ensure_demo_model()
+    domain = random.randint(1, 95)
+    old = apply_network_rule(domain)
+    made = []
+
+    def make(name, **overrides):
+        # one domain per node: two refiners on one domain would both answer every input
+        h = NodeHarness({"model_dir": str(model_dir), **overrides}, domain_id=domain + len(made),
+                        name=name)
+        made.append(h)
+        h.wait_ready()
+        return h
+    yield make
+    for h in made:
+        h.close()
+    restore_environment(old)
+
+
+def frames_of(sample, start_ns, absolute=False, frame_id="camera_left"):
+    frames = []
+    for i in range(sample[0].num_frames):
+        people = []
+        for track_id, seq in zip((1, 2), sample):
+            pose = seq.pose_3d[i] + (ROOTS[track_id] if absolute else 0)
+            people.append(dict(track_id=track_id, keypoints=seq.keypoints_2d[i], pose=pose,
+                               root_relative=not absolute))
+        frames.append(make_frame(start_ns + i * PERIOD_NS, people, frame_id=frame_id))
+    return frames
+
+
+def mpjpe(a, b):
+    a = a - a[..., :1, :]
+    b = b - b[..., :1, :]
+    return float(np.linalg.norm(a - b, axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def causal_run(harness_factory, sample):
+    h = harness_factory("causal")
+    start = 1000 * NS
+    h.send_lockstep(frames_of(sample, start, absolute=True))
+    return h, start
+
+
+def test_refined_closer_to_ground_truth(causal_run, sample):
+    h, start = causal_run
+    rows = output_people(h.outputs)
+    assert len(rows) == 2 * sample[0].num_frames, h.log()
+    before, after = [], []
+    for stamp, _, track_id, positions, _, _ in rows:
+        i = (stamp - start) // PERIOD_NS
+        seq = sample[track_id - 1]
+        before.append(mpjpe(seq.pose_3d[i], seq.ground_truth_3d[i]))
+        after.append(mpjpe(positions, seq.ground_truth_3d[i]))
+    assert np.mean(after) < 0.9 * np.mean(before), (np.mean(before), np.mean(after))
+    assert all_finite(h.outputs)
+
+
+def test_stamps_frame_ids_and_roots_preserved(causal_run, sample):
+    h, start = causal_run
+    sent = {start + i * PERIOD_NS for i in range(sample[0].num_frames)}
+    for stamp, frame_id, track_id, positions, _, _ in output_people(h.outputs):
+        assert stamp in sent
+        assert frame_id == "camera_left"
+        # absolute input: the root comes back exactly where it was
+        np.testing.assert_allclose(positions[0], ROOTS[track_id], atol=1e-5)
+    for msg in h.outputs:
+        assert all(sk.header.stamp == msg.header.stamp for sk in msg.skeletons)
+        assert all(not sk.root_relative for sk in msg.skeletons)
+
+
+def test_people_kept_apart(causal_run, sample):
+    h, start = causal_run
+    rows = output_people(h.outputs)
+    assert {r[2] for r in rows} == {1, 2}
+    for stamp, _, track_id, positions, _, _ in rows:
+        i = (stamp - start) // PERIOD_NS
+        own = mpjpe(positions, sample[track_id - 1].ground_truth_3d[i])
+        other = mpjpe(positions, sample[2 - track_id].ground_truth_3d[i])
+        assert own < other
+
+
+def test_uncertainty_markers_and_diagnostics(causal_run):
+    from d3p_model.refiner import D3PRefiner
+    h, _ = causal_run
+    expected = D3PRefiner.load(ensure_demo_model()).joint_uncertainty
+    assert np.all(expected[1:] > 0)   # the root of a root-relative model has no error
+    for _, _, _, _, uncertainty, confidence in output_people(h.outputs):
+        np.testing.assert_allclose(uncertainty, expected, rtol=1e-6)
+        assert confidence.shape == (17,)
+    assert h.markers, "no MarkerArray published"
+    marker_ids = {(m.ns, m.id) for ma in h.markers for m in ma.markers}
+    assert {("d3p_bones", 1), ("d3p_bones", 2), ("d3p_joints", 1)} <= marker_ids
+    values = h.counters()
+    assert values["active"] == "True" and values["backend"] == "torch" and values["device"] == "cpu"
+    assert int(values["published_skeletons"]) == len(output_people(h.outputs))
+    assert int(values["tracks_started"]) == 2
+    assert float(values["processing_ms_mean"]) > 0
+    assert values["mode"] == "causal" and int(values["window"]) >= 1
+
+
+def test_lagged_mode_waits_lag_frames(harness_factory, sample):
+    h = harness_factory("lagged", mode="lagged", lag_frames=3, publish_markers=False)
+    start = 5000 * NS
+    frames = frames_of(sample, start)[:12]
+    for i, (msg_2d, msg_3d) in enumerate(frames[:3]):
+        h.publish(msg_2d, msg_3d)
+    h.spin_for(0.7)
+    assert h.outputs == []                      # 3 frames, lag 3: nothing refinable yet
+    h.send_lockstep(frames[3:])
+    stamps = sorted({r[0] for r in output_people(h.outputs)})
+    assert stamps == [start + i * PERIOD_NS for i in range(12 - 3)]
+    assert h.counters()["lag_frames"] == "3"
+
+
+def test_deactivate_releases_model_and_activate_restores(causal_run, sample):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    h, _ = causal_run
+    client = h.node.create_client(ChangeState, "/d3p_refiner/change_state")
+    assert client.wait_for_service(timeout_sec=10)
+
+    def change(transition_id):
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert h.spin_until(future.done, 10)
+        return future.result().success
+
+    assert change(Transition.TRANSITION_DEACTIVATE)
+    values = h.counters()
+    assert values["active"] == "False" and values["model_loaded"] == "False"
+    assert change(Transition.TRANSITION_ACTIVATE)
+    values = h.counters()
+    assert values["active"] == "True" and values["model_loaded"] == "True"
+    h.outputs.clear()
+    h.spin_for(0.5)
+    assert h.send_lockstep(frames_of(sample, 9000 * NS)[:3]) == 3
+    assert h.alive()
