@@ -5,18 +5,16 @@ what was counted, that nothing non-finite came out, and that the node still answ
 frame afterwards (process alive, refining). Fed over DDS from this process.
 """
 
-import random
-
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import release_domain_id, reserve_domain_id  # noqa: E402
 pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
 
 from d3p_model.data.synthetic import make_synthetic_predictions  # noqa: E402
 from d3p_ros.processes import ensure_demo_model  # noqa: E402
-from d3p_ros.testing import (NodeHarness, all_finite, apply_network_rule, make_frame,  # noqa: E402
-                             output_people, restore_environment)
+from d3p_ros.testing import NodeHarness, all_finite, make_frame, output_people  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 NS = 1_000_000_000
@@ -33,8 +31,7 @@ def seqs():
 @pytest.fixture(scope="module")
 def node():
     model_dir = ensure_demo_model()
-    domain = random.randint(1, 101)
-    old = apply_network_rule(domain)
+    domain = reserve_domain_id()
     h = NodeHarness({"model_dir": str(model_dir)}, domain_id=domain, name="bad_input")
     h.wait_ready()
     yield h
@@ -42,7 +39,7 @@ def node():
     assert all_finite(h.outputs)
     assert h.alive(), h.log()
     h.close()
-    restore_environment(old)
+    release_domain_id(domain)
 
 
 class Clock:

@@ -5,18 +5,16 @@ from this process; checked on /human_pose3d_refined, the markers and /diagnostic
 """
 
 import os
-import random
-
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from conftest import release_domain_id, reserve_domain_id  # noqa: E402
 pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
 
 from d3p_model.data.synthetic import make_synthetic_predictions  # noqa: E402
 from d3p_ros.processes import ensure_demo_model  # noqa: E402
-from d3p_ros.testing import (NodeHarness, all_finite, apply_network_rule, make_frame,  # noqa: E402
-                             output_people, restore_environment)
+from d3p_ros.testing import NodeHarness, all_finite, make_frame, output_people  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 NS = 1_000_000_000
@@ -34,21 +32,20 @@ def sample():
 @pytest.fixture(scope="module")
 def harness_factory():
     model_dir = ensure_demo_model()
-    domain = random.randint(1, 95)
-    old = apply_network_rule(domain)
-    made = []
+    made, domains = [], []
 
     def make(name, **overrides):
         # one domain per node: two refiners on one domain would both answer every input
-        h = NodeHarness({"model_dir": str(model_dir), **overrides}, domain_id=domain + len(made),
-                        name=name)
+        domains.append(reserve_domain_id())
+        h = NodeHarness({"model_dir": str(model_dir), **overrides}, domain_id=domains[-1], name=name)
         made.append(h)
         h.wait_ready()
         return h
     yield make
     for h in made:
         h.close()
-    restore_environment(old)
+    for domain in domains:
+        release_domain_id(domain)
 
 
 def frames_of(sample, start_ns, absolute=False, frame_id="camera_left"):

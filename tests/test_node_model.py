@@ -1,0 +1,47 @@
+"""A missing or corrupt model fails the node's configure with a message naming the file.
+
+With autostart (the default, as the launch file starts it) a failed configure ends the
+process with status 1, so a launch or a supervisor sees it at once.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
+
+from d3p_ros.processes import ensure_demo_model, node_command  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run_node(env, overrides) -> subprocess.CompletedProcess:
+    return subprocess.run(node_command(overrides), env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_missing_model_dir_fails_configure(tmp_path, ros_env):
+    missing = tmp_path / "no_such_model"
+    result = run_node(ros_env, {"model_dir": str(missing)})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "configure failed" in output and str(missing) in output and "does not exist" in output
+
+
+def test_corrupt_weights_fail_configure(tmp_path, ros_env):
+    model = tmp_path / "model"
+    shutil.copytree(ensure_demo_model(), model)
+    weights = sorted(p for p in model.iterdir() if p.suffix in (".pt", ".pth"))
+    assert weights, f"no weights file in {list(model.iterdir())}"
+    weights[0].write_bytes(b"not a torch file")
+    result = run_node(ros_env, {"model_dir": str(model)})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "configure failed" in output and weights[0].name in output
+
+
+def test_bad_mode_fails_configure(ros_env):
+    result = run_node(ros_env, {"model_dir": str(ensure_demo_model()), "mode": "sideways"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "parameter 'mode'" in output, output
