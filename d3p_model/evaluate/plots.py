@@ -209,7 +209,7 @@ def default_frames(num_frames: int, count: int = 4) -> list[int]:
 def skeleton_figure(predictions: list[Predictions], labels: list[str], key: str,
                     frames=None, title: str | None = None, elevation: float = 12.0,
                     azimuth: float = -65.0):
-    """Fig. 5 style: rows = frames, columns = files; each panel the file's skeleton (left
+    """Fig. 5 style: rows = files, columns = frames; each panel the file's skeleton (left
     blue, right red) over the ground truth (thick grey), with that frame's MPJPE."""
     import mpl_toolkits.mplot3d  # noqa: F401  (registers the 3d projection)
 
@@ -223,14 +223,14 @@ def skeleton_figure(predictions: list[Predictions], labels: list[str], key: str,
         raise PlotError(f"frames {bad} out of range: {key!r} has {num_frames} frames")
     truth = _display(_root_relative(predictions[0].sequences[key].ground_truth_3d))
     poses = [_display(_root_relative(p.sequences[key].pose_3d)) for p in predictions]
-    # One cube for every panel of a row, around the ground truth, so sizes compare.
-    figure = _figure(2.5 * len(labels) + 0.3, 2.5 * len(frames) + 0.4)
-    for row, frame in enumerate(frames):
+    # One cube per frame (column), around the ground truth, so sizes compare down a column.
+    figure = _figure(2.4 * len(frames) + 0.3, 2.5 * len(labels) + 0.5)
+    for column, frame in enumerate(frames):
         reference = truth[frame]
         centre = 0.5 * (reference.max(axis=0) + reference.min(axis=0))
         half = 0.5 * max(float(np.ptp(reference, axis=0).max()), 0.5)
-        for column, (label, pose) in enumerate(zip(labels, poses)):
-            ax = figure.add_subplot(len(frames), len(labels), row * len(labels) + column + 1,
+        for row, (label, pose) in enumerate(zip(labels, poses)):
+            ax = figure.add_subplot(len(labels), len(frames), row * len(frames) + column + 1,
                                     projection="3d")
             _draw_skeleton(ax, reference, truth=True)
             _draw_skeleton(ax, pose[frame], truth=False)
@@ -244,8 +244,8 @@ def skeleton_figure(predictions: list[Predictions], labels: list[str], key: str,
                 axis.set_ticklabels([])
                 axis.set_pane_color((0.97, 0.97, 0.97, 1.0))
             ax.tick_params(length=0)
-    figure.suptitle((title + ": " if title else "") + f"{key} (grey: ground truth; "
-                    "blue/red: left/right)", fontsize=9)
+    figure.suptitle((title + ": " if title else "") + f"{key}\n(grey: ground truth; "
+                    "blue/red: left/right limbs)", fontsize=9)
     return figure
 
 
