@@ -31,6 +31,7 @@ class Keypoints2D:
     normalised: np.ndarray      # (17, 2) float32 normalised screen coords; NaN where not visible
     visible: np.ndarray         # (17,) bool: confidence > 0 and coordinates finite
     confidence: np.ndarray      # (17,) float32 in [0, 1]
+    pixels: np.ndarray          # (17, 2) float32 as received; NaN where not visible
 
 
 @dataclass
@@ -94,7 +95,8 @@ def skeleton2d_to_numpy(msg, max_missing_joints: int = NUM_JOINTS - 1) -> Keypoi
             f"track {track_id}: {missing} joints have confidence 0 (at most {max_missing_joints} allowed)")
     normalised = normalise_screen(np.where(visible[:, None], pixels, 0.0), width, height)
     normalised[~visible] = np.nan
-    return Keypoints2D(track_id, normalised.astype(np.float32), visible, conf)
+    pixels = np.where(visible[:, None], pixels, np.nan).astype(np.float32)
+    return Keypoints2D(track_id, normalised.astype(np.float32), visible, conf, pixels)
 
 
 def skeleton3d_to_numpy(msg) -> Pose3D:

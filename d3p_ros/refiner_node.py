@@ -28,7 +28,8 @@ from d3p_ros.conversions import (InvalidSkeleton, fill_skeleton3d, skeleton2d_to
                                  skeleton3d_to_numpy, stamp_to_ns)
 from d3p_ros.diagnostics import NodeStats, diagnostic_array
 from d3p_ros.inference import BACKENDS, create_backend
-from d3p_ros.markers import skeleton_markers
+from d3p_ros.debug_image import DebugImageRenderer
+from d3p_ros.markers import skeleton_markers, track_color
 from d3p_ros.synchronizer import make_synchronizer
 from d3p_ros.windows import Push, WindowManager
 
@@ -52,6 +53,10 @@ PARAMETERS = {
     "output_topic": ("/human_pose3d_refined", _STR, "d3p_ros/Skeleton3DArray output", None),
     "markers_topic": ("/human_pose3d_refined/markers", _STR, "visualization_msgs/MarkerArray", None),
     "publish_markers": (True, _BOOL, "publish RViz markers of the refined skeletons", None),
+    "debug_image": (False, _BOOL, "publish the refined skeletons drawn over the camera image", None),
+    "image_topic": ("/camera/image_raw", _STR, "sensor_msgs/Image for debug_image", None),
+    "camera_info_topic": ("/camera/camera_info", _STR, "sensor_msgs/CameraInfo (K) for debug_image", None),
+    "debug_image_topic": ("/human_pose3d_refined/debug_image", _STR, "sensor_msgs/Image output", None),
     "input_qos": ("sensor_data", _STR, "input QoS: sensor_data (best effort) or reliable", None),
     "output_qos": ("reliable", _STR, "output QoS: reliable (reaches any subscriber) or sensor_data", None),
     "qos_depth": (10, _INT, "history depth of inputs and outputs", (1, 1000)),
@@ -104,6 +109,7 @@ class RefinerNode(LifecycleNode):
         self.params: dict = {}
         self._subscriptions_in: list = []
         self._pub_out = self._pub_markers = self._pub_diag = self._diag_timer = None
+        self._pub_debug = self.debug_renderer = None
         self._active = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -138,6 +144,10 @@ class RefinerNode(LifecycleNode):
         self._pub_out = self.create_lifecycle_publisher(Skeleton3DArray, p["output_topic"], out_qos)
         if p["publish_markers"]:
             self._pub_markers = self.create_lifecycle_publisher(MarkerArray, p["markers_topic"], out_qos)
+        if p["debug_image"]:
+            from sensor_msgs.msg import Image
+            self.debug_renderer = DebugImageRenderer(slop=p["sync_slop"])
+            self._pub_debug = self.create_lifecycle_publisher(Image, p["debug_image_topic"], out_qos)
         # /diagnostics also reports while inactive, so it is a plain publisher.
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
@@ -163,6 +173,13 @@ class RefinerNode(LifecycleNode):
             self.create_subscription(Skeleton2DArray, p["input_2d_topic"], self._on_2d, in_qos),
             self.create_subscription(Skeleton3DArray, p["input_3d_topic"], self._on_3d, in_qos),
         ]
+        if self.debug_renderer is not None:
+            from sensor_msgs.msg import CameraInfo, Image
+            self._subscriptions_in += [
+                self.create_subscription(Image, p["image_topic"], self._on_image, in_qos),
+                self.create_subscription(CameraInfo, p["camera_info_topic"],
+                                         self.debug_renderer.set_camera_info, in_qos),
+            ]
         self._active = True
         self.get_logger().info(f"active: {p['input_2d_topic']} + {p['input_3d_topic']} -> {p['output_topic']}")
         return super().on_activate(state)
@@ -193,7 +210,7 @@ class RefinerNode(LifecycleNode):
     def _teardown(self) -> None:
         self._release_model()
         self.windows = self.sync = None
-        for pub in (self._pub_out, self._pub_markers):
+        for pub in (self._pub_out, self._pub_markers, self._pub_debug):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         if self._pub_diag is not None:
@@ -201,6 +218,7 @@ class RefinerNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
         self._pub_out = self._pub_markers = self._pub_diag = self._diag_timer = None
+        self._pub_debug = self.debug_renderer = None
 
     def _load_model(self) -> None:
         p = self.params
@@ -228,6 +246,9 @@ class RefinerNode(LifecycleNode):
     def _on_3d(self, msg) -> None:
         self.stats.count("received_3d")
         self.sync.add(1, msg)
+
+    def _on_image(self, msg) -> None:
+        self.debug_renderer.add_image(stamp_to_ns(msg.header.stamp), msg)
 
     def _on_pair(self, msg_2d, msg_3d) -> None:
         """Never raises: whatever goes wrong with one frame is counted and logged."""
@@ -325,7 +346,7 @@ class RefinerNode(LifecycleNode):
                 continue
             _, people = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id), (header, []))
             people.append((window.track_id, out + pose.root, pose.root_relative,
-                           np.minimum(kp.confidence, pose.confidence)))
+                           np.minimum(kp.confidence, pose.confidence), kp.pixels))
         for key in sorted(groups):
             self._publish(*groups[key])
 
@@ -337,13 +358,33 @@ class RefinerNode(LifecycleNode):
         out = Skeleton3DArray(header=header)
         out.skeletons = [fill_skeleton3d(Skeleton3D(header=header), track_id, positions, root_relative,
                                          confidence, uncertainty)
-                         for track_id, positions, root_relative, confidence in people]
+                         for track_id, positions, root_relative, confidence, _ in people]
         self._pub_out.publish(out)
         self.stats.count("published_frames")
         self.stats.count("published_skeletons", len(people))
         if self._pub_markers is not None and people:
             self._pub_markers.publish(skeleton_markers(
-                header, [(t, pos, rel) for t, pos, rel, _ in people]))
+                header, [(t, pos, rel) for t, pos, rel, _, _ in people]))
+        if self.debug_renderer is not None and people:
+            self._publish_debug_image(header, people)
+
+    def _publish_debug_image(self, header, people) -> None:
+        def rgb(track_id):
+            c = track_color(track_id)
+            return (int(c.r * 255), int(c.g * 255), int(c.b * 255))
+        try:
+            image = self.debug_renderer.render(header, stamp_to_ns(header.stamp),
+                                               [(t, pos, rel, px, rgb(t)) for t, pos, rel, _, px in people])
+        except ValueError as err:
+            self.stats.count("debug_image_errors")
+            self.get_logger().warning(f"debug image not drawn: {err}",
+                                      throttle_duration_sec=self.params["warn_throttle"])
+            return
+        if image is None:
+            self.stats.count("debug_image_no_match")
+            return
+        self._pub_debug.publish(image)
+        self.stats.count("debug_images")
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -100,9 +100,10 @@ class NodeHarness:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_diagnostics(self, msg) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         for status in msg.status:
             if status.name.startswith("d3p_refiner"):
-                self.diagnostics.append(values_of(status))
+                self.diagnostics.append({**values_of(status), "_stamp_ns": stamp})
                 del self.diagnostics[:-5]   # bounded
 
     # -------------------------------------------------------------- waiting
@@ -129,11 +130,21 @@ class NodeHarness:
         self.spin_for(0.5)   # let the node's side of discovery settle too
 
     def counters(self, fresh: bool = True) -> dict:
-        """Latest /diagnostics values; `fresh` waits for a report newer than now."""
+        """Latest /diagnostics values; `fresh` waits for a report made after this call (by
+        its stamp: one already on its way when the call starts would tell the past)."""
         if fresh:
-            self.diagnostics.clear()
-            self.spin_until(lambda: bool(self.diagnostics), 5.0)
+            since = time.time_ns()
+            self.spin_until(lambda: self.diagnostics and self.diagnostics[-1]["_stamp_ns"] >= since, 10.0)
         return dict(self.diagnostics[-1]) if self.diagnostics else {}
+
+    def counters_when(self, condition, timeout: float = 15.0) -> dict:
+        """Fresh /diagnostics values once `condition(values)` holds (or the last at timeout):
+        a busy node may still be working through what was sent."""
+        end = time.monotonic() + timeout
+        values = self.counters()
+        while not condition(values) and time.monotonic() < end:
+            values = self.counters()
+        return values
 
     # -------------------------------------------------------------- feeding
     def publish(self, msg_2d=None, msg_3d=None) -> None:

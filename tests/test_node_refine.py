@@ -131,8 +131,13 @@ def test_uncertainty_markers_and_diagnostics(causal_run):
     assert values["mode"] == "causal" and int(values["window"]) >= 1
 
 
-def test_lagged_mode_waits_lag_frames(harness_factory, sample):
-    h = harness_factory("lagged", mode="lagged", lag_frames=3, publish_markers=False)
+@pytest.fixture(scope="module")
+def lagged(harness_factory):
+    return harness_factory("lagged", mode="lagged", lag_frames=3, publish_markers=False, debug_image=True)
+
+
+def test_lagged_mode_waits_lag_frames(lagged, sample):
+    h = lagged
     start = 5000 * NS
     frames = frames_of(sample, start)[:12]
     for i, (msg_2d, msg_3d) in enumerate(frames[:3]):
@@ -167,3 +172,42 @@ def test_deactivate_releases_model_and_activate_restores(causal_run, sample):
     h.spin_for(0.5)
     assert h.send_lockstep(frames_of(sample, 9000 * NS)[:3]) == 3
     assert h.alive()
+
+
+def test_debug_image_drawn_over_camera_image(lagged, sample):
+    from sensor_msgs.msg import CameraInfo, Image
+    from d3p_ros.debug_image import image_to_rgb, project, rgb_to_image
+    h = lagged
+    k = np.array([200.0, 0, 100, 0, 200.0, 90, 0, 0, 1])
+    images = []
+    h.node.create_subscription(Image, "/human_pose3d_refined/debug_image", images.append, 10)
+    pub_image = h.node.create_publisher(Image, "/camera/image_raw", 10)
+    pub_info = h.node.create_publisher(CameraInfo, "/camera/camera_info", 10)
+    assert h.spin_until(lambda: pub_image.get_subscription_count() and pub_info.get_subscription_count(), 10)
+    h.spin_for(0.3)
+    pub_info.publish(CameraInfo(k=k.tolist(), width=200, height=180))
+    start = 7000 * NS
+    seq = sample[0]
+    frames = []
+    for i in range(8):
+        pixels, _ = project(seq.ground_truth_3d[i] + [0.0, 0.0, 4.0], k)   # a consistent camera
+        msg_2d, msg_3d = make_frame(start + i * PERIOD_NS, [dict(track_id=5, keypoints=pixels,
+                                    pose=seq.pose_3d[i])], image_size=(200, 180))
+        image = rgb_to_image(np.zeros((180, 200, 3), np.uint8), msg_2d.header)
+        frames.append((image, msg_2d, msg_3d))
+    h.outputs.clear()
+    for i, (image, msg_2d, msg_3d) in enumerate(frames):
+        pub_image.publish(image)
+        h.spin_for(0.05)
+        if i < 3:                       # lag 3: these are answered 3 frames later
+            h.publish(msg_2d, msg_3d)
+            h.spin_for(0.1)
+        else:
+            assert h.send_lockstep([(msg_2d, msg_3d)]) == 1
+    h.spin_until(lambda: len(images) >= 5, 5)
+    out_stamps = [r[0] for r in output_people(h.outputs)]
+    image_stamps = [m.header.stamp.sec * NS + m.header.stamp.nanosec for m in images]
+    assert out_stamps == [start + i * PERIOD_NS for i in range(5)]
+    assert image_stamps == out_stamps
+    drawn = image_to_rgb(images[-1])
+    assert drawn.shape == (180, 200, 3) and (drawn.max(axis=2) > 0).sum() > 100
