@@ -134,10 +134,24 @@ def test_end_to_end(workspace, capsys):
     out = capsys.readouterr().out
     assert f"up to date: {refined_path}" in out and "$ d3p refine" not in out
     assert refined_path.stat().st_mtime_ns == stamp
-    # ... unless the refinement options change
-    assert run(root, "--no-figures", "--stride", "3", "--settings", "gt2d") == 0
-    assert "$ d3p refine" in capsys.readouterr().out
+    # ... unless the refinement options change; ablations on every 2nd sequence only
+    assert run(root, "--no-figures", "--stride", "3", "--settings", "gt2d",
+               "--ablation-sequence-stride", "2") == 0
+    out = capsys.readouterr().out
+    assert f"$ d3p refine {root}/cache/predictions/gt2d/test.npz -o {refined_path}" in out
     assert load_predictions(refined_path).meta["refined_by"]["stride"] == 3
+    subset = root / "cache/predictions/gt2d/test_every2.npz"
+    assert f"$ d3p refine {subset} -o {root}/cache/refined/gt2d/h36m_gt2d_t9_depth6_every2.npz" \
+        in out
+    keys = sorted(test.sequences)[::2]
+    assert sorted(load_predictions(subset).sequences) == keys
+    ablation = json.loads((docs / "refiner.json").read_text())["ablations"]["gt2d"]
+    assert ablation["sequences"] == 2 and ablation["sequence_stride"] == 2
+    rescored = evaluate_predictions(load_predictions(refined_path), keys=keys)
+    assert ablation["rows"][0]["mpjpe"] == pytest.approx(rescored["average"]["mpjpe"])
+    assert ablation["lifter"]["mpjpe"] == pytest.approx(
+        evaluate_predictions(test, keys=keys)["average"]["mpjpe"])
+    assert "every 2nd test sequence" in (docs / "refiner.md").read_text()
 
 
 def _result(per_action: dict) -> dict:
