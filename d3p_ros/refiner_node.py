@@ -191,6 +191,8 @@ class RefinerNode(LifecycleNode):
         self._subscriptions_in = []
         if self.windows is not None:
             self.windows.clear()
+        if self.sync is not None:
+            self.sync.clear()       # stale halves must not pair with input after reactivation
         self._release_model()
         self.get_logger().info("inactive: unsubscribed, model released")
         return super().on_deactivate(state)

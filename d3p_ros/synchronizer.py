@@ -76,6 +76,11 @@ class ApproximateStampSynchronizer:
         with self._lock:
             return sum(len(q) for q in self.queues)
 
+    def clear(self) -> None:
+        with self._lock:
+            for queue in self.queues:
+                queue.clear()
+
 
 class MessageFiltersSynchronizer:
     """`message_filters.ApproximateTimeSynchronizer`, fed through SimpleFilter inputs."""
@@ -95,6 +100,10 @@ class MessageFiltersSynchronizer:
     def queued(self) -> int | None:
         queues = getattr(self._sync, "queues", None)
         return None if queues is None else sum(len(q) for q in queues)
+
+    def clear(self) -> None:
+        for queue in getattr(self._sync, "queues", []):
+            queue.clear()
 
 
 def message_filters_available() -> bool:

@@ -24,8 +24,8 @@ ROOTS = {1: np.array([0.5, 0.2, 4.0]), 2: np.array([-1.0, 0.1, 6.0])}
 
 @pytest.fixture(scope="module")
 def sample():
-    """Two GENERATED people (not Human3.6M), 50 frames each (1 s at 50 Hz)."""
-    preds = make_synthetic_predictions(num_sequences=2, num_frames=50, seed=11, subjects=["SYNT"])
+    """Two GENERATED people (not Human3.6M), 30 frames each (0.6 s at 50 Hz)."""
+    preds = make_synthetic_predictions(num_sequences=2, num_frames=30, seed=11, subjects=["SYNT"])
     return [seq for _, seq in preds.items()]
 
 

@@ -65,6 +65,14 @@ def test_queue_size_evicts_oldest():
     assert [(a.t, b.t) for a, b in pairs] == [(50, 50)]
 
 
+def test_clear_forgets_waiting_messages():
+    sync, pairs = make()
+    sync.add(0, msg(10))
+    sync.clear()
+    sync.add(1, msg(10))
+    assert pairs == [] and sync.queued() == 1
+
+
 def test_duplicate_stamp_replaces_queued_message():
     sync, pairs = make()
     sync.add(0, msg(10, "old"))
