@@ -33,8 +33,9 @@ if str(REPO_ROOT) not in sys.path:  # runnable as a plain script from anywhere
 import numpy as np  # noqa: E402
 
 from d3p_model.data.predictions import load_predictions  # noqa: E402
+from d3p_model.evaluate.metrics import mpjpe  # noqa: E402
 from d3p_model.evaluate.report import (METRICS, evaluate_predictions, markdown_table,  # noqa: E402
-                                       sequence_errors, shared_keys, subject_of)
+                                       shared_keys, subject_of)
 
 # ------------------------------------------------------------------ what is published
 SETTINGS = ("gt2d", "sh2d")
@@ -412,10 +413,12 @@ def write_page(path: Path, setting: str, window: int, record: dict, comparison: 
 def pick_sequence(lifter, keys: list[str]) -> str:
     """The sequence whose lifter MPJPE is the median one: representative, and chosen
     without looking at the refiner's output."""
-    scored = sorted((float(sequence_errors(lifter.sequences[key].pose_3d,
-                                           lifter.sequences[key].ground_truth_3d)
-                           ["mpjpe"].mean()), key) for key in keys)
-    return scored[len(scored) // 2][1]
+    scored = []
+    for key in keys:
+        seq = lifter.sequences[key]
+        pose, truth = (np.asarray(a, np.float64) for a in (seq.pose_3d, seq.ground_truth_3d))
+        scored.append((mpjpe(pose - pose[:, :1], truth - truth[:, :1]), key))
+    return sorted(scored)[len(scored) // 2][1]
 
 
 def make_figures(setting: str, window: int, files: dict, keys: list[str], figures_dir: Path,
@@ -446,7 +449,7 @@ def make_figures(setting: str, window: int, files: dict, keys: list[str], figure
     return [str(path.relative_to(figures_dir.parent)) for path in written] + [f"sequence {key}"]
 
 
-def subset_file(source: Path, stride: int, subjects, notes) -> Path:
+def subset_file(source: Path, stride: int, subjects) -> Path:
     """`source` itself (stride 1), or a file beside it with every `stride`-th sequence (sorted
     keys, after the subject filter), written when missing or stale."""
     if stride == 1:
@@ -481,7 +484,7 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
     smoothed_path = smoothed_file(setting, prediction_dir, full_path, args, setting_commands,
                                   notes)
     commands_all.extend(setting_commands)
-    lifter_path = subset_file(full_path, args.sequence_stride, subjects, notes)
+    lifter_path = subset_file(full_path, args.sequence_stride, subjects)
     print(f"loading {lifter_path}", flush=True)
     lifter = load_predictions(lifter_path)
     evaluator = Evaluator(lifter, subjects)
@@ -536,7 +539,7 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
         main_runs[window] = (record, result)
 
     # Ablations, optionally on a further subset; the full model is then re-scored on it.
-    ablation_path = subset_file(lifter_path, args.ablation_sequence_stride, subjects, notes)
+    ablation_path = subset_file(lifter_path, args.ablation_sequence_stride, subjects)
     judge = evaluator if ablation_path == lifter_path else \
         Evaluator(load_predictions(ablation_path), subjects)
     ablation_lifter = judge.evaluate(judge.lifter, "lifter")
