@@ -28,7 +28,10 @@ from rclpy.utilities import remove_ros_args
 from d3p_model.skeleton import NUM_JOINTS, ROOT
 
 STREAMS = ("input", "refined", "truth")
-MAX_PENDING = 20000     # (stamp, track) entries waiting for their partners; oldest go first
+MAX_PENDING = 20000
+# the refiner's /diagnostics values worth a line in the summary
+NODE_KEYS = ("received_2d", "received_3d", "pairs", "published_frames", "dropped_total",
+             "processing_ms_mean", "processing_ms_p95", "backend", "device", "mode")     # (stamp, track) entries waiting for their partners; oldest go first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,9 @@ class Evaluator(Node):
         for stream, topic in zip(STREAMS, (args.topic_input, args.topic_refined, args.topic_truth)):
             self.create_subscription(Skeleton3DArray, topic,
                                      lambda msg, s=stream: self._on_message(s, msg), qos)
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.node_status: dict = {}
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self._last_print = time.monotonic()
         self.create_timer(0.1, self._tick)
         self.done = False
@@ -97,6 +103,11 @@ class Evaluator(Node):
         while len(self.pending) > MAX_PENDING:
             self.pending.popitem(last=False)
 
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("d3p_refiner"):
+                self.node_status = {kv.key: kv.value for kv in status.values}
+
     def _score(self, key, entry) -> None:
         truth = entry["truth"][0]
         if entry["refined"][1] != entry["input"][1]:
@@ -124,6 +135,7 @@ class Evaluator(Node):
             "refined_without_uncertainty": self.uncertainty_missing,
             "frame_id_mismatches": self.frame_id_mismatch,
             "unmatched_pending": len(self.pending),
+            "node": {k: self.node_status[k] for k in NODE_KEYS if k in self.node_status},
         }
 
     def _tick(self) -> None:
@@ -133,7 +145,7 @@ class Evaluator(Node):
             s = self.summary()
             print(f"evaluator: {s['matched_skeletons']:6d} skeletons  MPJPE input "
                   f"{s['mpjpe_input_mm']:7.2f} mm  refined {s['mpjpe_refined_mm']:7.2f} mm  "
-                  f"({s['improvement_percent']:+.1f}%)", flush=True)
+                  f"({s['improvement_percent']:.1f}% lower)", flush=True)
         if self.args.duration > 0 and now - self.started >= self.args.duration:
             self.done = True
         if (self.args.idle_timeout > 0 and self.last_message is not None
@@ -142,15 +154,20 @@ class Evaluator(Node):
 
 
 def format_summary(s: dict) -> str:
+    change = s["improvement_percent"]
+    verdict = f"{change:.1f}% lower" if change > 0 else f"{-change:.1f}% HIGHER: not improved"
     lines = [f"MPJPE before/after over {s['matched_skeletons']} skeletons: "
-             f"input {s['mpjpe_input_mm']:.2f} mm -> refined {s['mpjpe_refined_mm']:.2f} mm "
-             f"({s['improvement_percent']:+.1f}% lower is better: "
-             f"{'improved' if s['mpjpe_refined_mm'] < s['mpjpe_input_mm'] else 'NOT improved'})"]
+             f"input {s['mpjpe_input_mm']:.2f} mm -> refined {s['mpjpe_refined_mm']:.2f} mm ({verdict})"]
     for track, v in s["per_track"].items():
         lines.append(f"  track {track}: {v['skeletons']} skeletons, {v['mpjpe_input_mm']:.2f} -> "
                      f"{v['mpjpe_refined_mm']:.2f} mm")
-    lines.append(f"  refined frames {s['refined_frames']}, non-finite {s['refined_non_finite']}, "
-                 f"frame_id mismatches {s['frame_id_mismatches']}, unmatched {s['unmatched_pending']}")
+    received = s["received_messages"]
+    lines.append(f"  frames: {received['input']} input, {s['refined_frames']} refined "
+                 f"({received['input'] - s['refined_frames']} not refined: dropped by the node or "
+                 f"still in flight, see its /diagnostics), non-finite {s['refined_non_finite']}, "
+                 f"frame_id mismatches {s['frame_id_mismatches']}")
+    if s["node"]:
+        lines.append("  refiner node: " + ", ".join(f"{k} {v}" for k, v in s["node"].items()))
     return "\n".join(lines)
 
 
