@@ -27,7 +27,7 @@ class DenoiserConfig:
     window: int = 27
     depth: int = 4
     width: int = 32
-    heads: int = 2
+    heads: int = 1
     mlp_ratio: float = 2.0
     timesteps: int = 50          # largest diffusion step the embedding must represent
 

@@ -13,13 +13,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory (default: runs/<config name>/)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoint.pt")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a config entry, e.g. --set optim.epochs=4 (repeatable)")
     parser.add_argument("--stop-after-epochs", type=int, default=None,
                         help="end this call after N epochs (resumable later)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args) -> int:
-    from .config import ConfigError
+    from .config import ConfigError, apply_overrides, read_config_file
     from .loop import train_from_config
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -29,7 +32,10 @@ def main(args) -> int:
         command = shlex.join(["d3p", "train", *sys.argv[sys.argv.index("train") + 1:]]) \
             if "train" in sys.argv[1:2] else shlex.join(sys.argv)
     try:
-        train_from_config(args.config, args.out, args.resume, command=command,
+        config = read_config_file(args.config)
+        if args.overrides:
+            config = apply_overrides(config, args.overrides)
+        train_from_config(config, args.out, args.resume, command=command,
                           stop_after_epochs=args.stop_after_epochs,
                           progress=not args.no_progress)
     except (ConfigError, FileExistsError, FileNotFoundError) as err:

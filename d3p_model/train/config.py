@@ -27,7 +27,8 @@ DEFAULTS = {
     },
     "window": 27,                 # T, frames per window
     "stride": 9,                  # frames between training window starts
-    "model": {"depth": 4, "width": 32, "heads": 2, "mlp_ratio": 2.0},
+    "windows_per_epoch": None,    # an epoch = this many windows drawn afresh (None: all)
+    "model": {"depth": 4, "width": 32, "heads": 1, "mlp_ratio": 2.0},
     "noise": "cnd",               # cnd: sample e~ from the CND; real: use y_hat - y0
     "diffusion": True,            # false: one step from y_hat, t = T always
     "timesteps": 50,
@@ -75,18 +76,40 @@ def load_config(source) -> dict:
     if isinstance(source, dict):
         values = source
     else:
-        path = find_config(source)
-        where = str(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        values = {**values, "name": values.get("name") or path.stem}
+        where = str(find_config(source))
+        values = read_config_file(source)
     config = _merge(DEFAULTS, values, where)
     _validate(config, where)
     return config
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    """['optim.epochs=4', 'model.width=48'] -> a copy of the (raw) config with those set;
+    values are parsed as YAML (numbers, true/false, null, lists)."""
+    config = copy.deepcopy(config)
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.epochs=4")
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a mapping")
+        node[leaf] = yaml.safe_load(text)
+    return config
+
+
+def read_config_file(name) -> dict:
+    path = find_config(name)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return {**values, "name": values.get("name") or path.stem}
 
 
 def find_config(name) -> Path:
@@ -119,6 +142,9 @@ def _validate(config: dict, where: str) -> None:
     need(optim["lr"] > 0 and 0 < optim["lr_decay"] <= 1, "optim.lr > 0 and 0 < optim.lr_decay <= 1")
     need(isinstance(optim["epochs"], int) and optim["epochs"] >= 1, "optim.epochs must be >= 1")
     need(isinstance(optim["batch_size"], int) and optim["batch_size"] >= 1, "optim.batch_size >= 1")
+    need(config["windows_per_epoch"] is None or (isinstance(config["windows_per_epoch"], int)
+                                                 and config["windows_per_epoch"] >= 1),
+         "windows_per_epoch must be a positive int or null")
     need(config["checkpoint_minutes"] is None or config["checkpoint_minutes"] > 0,
          "checkpoint_minutes must be positive or null")
 

@@ -240,7 +240,17 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
 
     sampler = DistributedSampler(_IndexSet(len(train_set)), num_replicas=world, rank=rank,
                                  shuffle=True, seed=seed)
-    batches = BatchSampler(sampler, config["optim"]["batch_size"], drop_last=False)
+    per_rank = len(sampler)
+    if config["windows_per_epoch"]:
+        per_rank = min(per_rank, -(-config["windows_per_epoch"] // world))
+
+    def epoch_batches(epoch):
+        # the sampler's permutation depends on (seed, epoch) only: resumable
+        sampler.set_epoch(epoch)
+        return BatchSampler(list(sampler)[:per_rank], config["optim"]["batch_size"],
+                            drop_last=False)
+
+    batches = epoch_batches(0)
     history = {"epochs": [], "batch_losses": [], "batches_per_epoch": len(batches)}
     start_epoch, start_batch = 0, 0
     if resume:
@@ -281,7 +291,7 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
     done_this_call = 0
     for epoch in range(start_epoch, epochs):
         model.train()
-        sampler.set_epoch(epoch)
+        batches = epoch_batches(epoch)
         skip = start_batch if epoch == start_epoch else 0
         epoch_losses = history.pop("_partial", []) if skip else []
         bar = tqdm(desc=f"epoch {epoch + 1}/{epochs}", disable=not (is_main and progress),

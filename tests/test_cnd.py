@@ -1,0 +1,154 @@
+"""CND: conditioning matches the closed form, fitting recovers moments, samples converge."""
+
+import numpy as np
+import pytest
+import torch
+
+from d3p_model.cnd import CONDITION_DIM, ERROR_DIM, ConditionalNoiseModel
+from d3p_model.cnd.gaussian import condition_vectors, error_vectors
+
+SIZE = ERROR_DIM + CONDITION_DIM
+
+
+def random_gaussian(seed):
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=(SIZE, SIZE)) / np.sqrt(SIZE)
+    cov = factor @ factor.T + 0.05 * np.eye(SIZE)   # correlated, well conditioned
+    mean = rng.normal(size=SIZE)
+    return mean, cov
+
+
+def closed_form_via_precision(mean, cov, condition):
+    """e | c from the precision matrix: an independent route to the same answer."""
+    precision = np.linalg.inv(cov)
+    lam_ee = precision[:ERROR_DIM, :ERROR_DIM]
+    lam_ec = precision[:ERROR_DIM, ERROR_DIM:]
+    cond_cov = np.linalg.inv(lam_ee)
+    cond_mean = mean[:ERROR_DIM] - cond_cov @ lam_ec @ (condition - mean[ERROR_DIM:])
+    return cond_mean, cond_cov
+
+
+def test_conditioning_matches_closed_form():
+    mean, cov = random_gaussian(0)
+    model = ConditionalNoiseModel(mean=mean, cov=cov, ridge=0.0, num_frames=1)
+    condition = np.random.default_rng(1).normal(size=CONDITION_DIM)
+    expected_mean, expected_cov = closed_form_via_precision(mean, cov, condition)
+    np.testing.assert_allclose(model.conditional_mean(condition), expected_mean, atol=1e-8)
+    np.testing.assert_allclose(model.cond_cov, expected_cov, atol=1e-8)
+    np.testing.assert_allclose(model.cond_chol @ model.cond_chol.T, expected_cov, atol=1e-8)
+    # a small ridge changes the answer only slightly
+    ridged = ConditionalNoiseModel(mean=mean, cov=cov, ridge=1e-6, num_frames=1)
+    np.testing.assert_allclose(ridged.conditional_mean(condition), expected_mean, atol=1e-4)
+    assert 0 < model.explained_fraction() < 1
+
+
+def test_fit_recovers_mean_and_covariance():
+    mean, cov = random_gaussian(2)
+    rng = np.random.default_rng(3)
+    rows = rng.multivariate_normal(mean, cov, size=10000)
+    model = ConditionalNoiseModel.fit(rows[:, :ERROR_DIM], rows[:, ERROR_DIM:])
+    np.testing.assert_allclose(model.mean, rows.mean(axis=0), atol=1e-10)
+    np.testing.assert_allclose(model.cov, np.cov(rows.T, bias=True), atol=1e-10)
+    # and those are close to the truth (sampling error ~ 1/sqrt(10000))
+    assert np.max(np.abs(model.mean - mean)) < 0.08
+    assert np.max(np.abs(model.cov - cov)) < 0.15
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sample_moments_converge(backend):
+    mean, cov = random_gaussian(4)
+    model = ConditionalNoiseModel(mean=mean, cov=cov, ridge=0.0, num_frames=1)
+    condition = np.random.default_rng(5).normal(size=CONDITION_DIM)
+    count = 20000
+    if backend == "numpy":
+        draws = model.sample(np.tile(condition, (count, 1)), np.random.default_rng(6))
+    else:
+        # torch takes keypoints (.., 17, 2) and a full estimate (.., 17, 3) with a zero root
+        keypoints = torch.tensor(condition[:34], dtype=torch.float64).reshape(17, 2)
+        estimate = torch.zeros(17, 3, dtype=torch.float64)
+        estimate[1:] = torch.tensor(condition[34:]).reshape(16, 3)
+        tcnd = model.to_torch(dtype=torch.float64)
+        generator = torch.Generator().manual_seed(6)
+        full = tcnd.sample(keypoints.expand(count, 17, 2), estimate.expand(count, 17, 3),
+                           generator)
+        assert torch.all(full[:, 0] == 0)
+        draws = full[:, 1:].reshape(count, ERROR_DIM).numpy()
+    expected_mean = model.conditional_mean(condition)
+    std = np.sqrt(np.diag(model.cond_cov))
+    # mean within 5 standard errors per dimension; covariance within a few percent
+    assert np.all(np.abs(draws.mean(axis=0) - expected_mean) < 5 * std / np.sqrt(count))
+    sample_cov = np.cov(draws.T)
+    scale = np.sqrt(np.outer(std, std))
+    assert np.max(np.abs(sample_cov - model.cond_cov) / scale) < 0.05
+
+
+def test_torch_mean_matches_numpy():
+    mean, cov = random_gaussian(7)
+    model = ConditionalNoiseModel(mean=mean, cov=cov, ridge=1e-6, num_frames=1)
+    rng = np.random.default_rng(8)
+    keypoints = rng.normal(size=(4, 17, 2))
+    estimate = rng.normal(size=(4, 17, 3))
+    conditions = condition_vectors(keypoints, estimate)
+    tcnd = model.to_torch(dtype=torch.float64)
+    got = tcnd.conditional_mean(tcnd.conditions(torch.tensor(keypoints), torch.tensor(estimate)))
+    np.testing.assert_allclose(got.numpy(), model.conditional_mean(conditions), atol=1e-10)
+
+
+def test_vectors_drop_the_root():
+    rng = np.random.default_rng(9)
+    truth = rng.normal(size=(5, 17, 3))
+    estimate = truth + rng.normal(size=(5, 17, 3))
+    errors = error_vectors(estimate, truth)
+    assert errors.shape == (5, ERROR_DIM)
+    np.testing.assert_allclose(errors[:, :3], (estimate - truth)[:, 1])
+    conditions = condition_vectors(rng.normal(size=(5, 17, 2)), estimate)
+    assert conditions.shape == (5, CONDITION_DIM)
+    np.testing.assert_allclose(conditions[:, 34:37], estimate[:, 1])
+
+
+def test_save_load_roundtrip_and_bad_files(tmp_path):
+    mean, cov = random_gaussian(10)
+    model = ConditionalNoiseModel(mean=mean, cov=cov, ridge=1e-6, num_frames=123)
+    path = tmp_path / "cnd.npz"
+    model.save(path)
+    loaded = ConditionalNoiseModel.load(path)
+    np.testing.assert_array_equal(loaded.cov, model.cov)
+    np.testing.assert_array_equal(loaded.gain, model.gain)
+    assert loaded.num_frames == 123
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="bad.npz"):
+        ConditionalNoiseModel.load(bad)
+    np.savez(tmp_path / "other.npz", mean=mean)
+    with pytest.raises(ValueError, match="other.npz"):
+        ConditionalNoiseModel.load(tmp_path / "other.npz")
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="errors must be"):
+        ConditionalNoiseModel.fit(np.zeros((10, 47)), np.zeros((10, CONDITION_DIM)))
+    with pytest.raises(ValueError, match="conditions must be"):
+        ConditionalNoiseModel.fit(np.zeros((10, ERROR_DIM)), np.zeros((9, CONDITION_DIM)))
+    mean, cov = random_gaussian(11)
+    cov[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ConditionalNoiseModel(mean=mean, cov=cov, ridge=0.0, num_frames=1)
+
+
+def test_fit_cnd_command(tmp_path, capsys):
+    from d3p_model.cli import main as d3p
+    from d3p_model.data.predictions import save_predictions
+    from d3p_model.data.synthetic import make_synthetic_predictions
+    predictions = make_synthetic_predictions(num_sequences=4, num_frames=100, seed=2)
+    save_predictions(tmp_path / "p.npz", predictions)
+    assert d3p(["fit-cnd", str(tmp_path / "p.npz"), "-o", str(tmp_path / "cnd.npz")]) == 0
+    model = ConditionalNoiseModel.load(tmp_path / "cnd.npz")
+    assert model.num_frames == 400
+    assert "explains" in capsys.readouterr().out
+    # the synthetic lifter's error depends on the condition: the CND captures that
+    assert model.explained_fraction() > 0.3
+    for seq in predictions.sequences.values():
+        seq.ground_truth_3d = None
+    save_predictions(tmp_path / "nogt.npz", predictions)
+    assert d3p(["fit-cnd", str(tmp_path / "nogt.npz"), "-o", str(tmp_path / "c2.npz")]) == 2
+    assert "ground_truth_3d" in capsys.readouterr().err

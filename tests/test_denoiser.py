@@ -1,0 +1,169 @@
+"""PoseDenoiser, FLOPs counting, and the D3PRefiner bundle (save/load, windows, errors)."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from d3p_model.cnd import CONDITION_DIM, ERROR_DIM, ConditionalNoiseModel
+from d3p_model.data.windows import extract_windows, stitch_windows, window_starts
+from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
+from d3p_model.denoiser import flops
+from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
+
+torch.set_num_threads(1)
+
+
+def small_cnd(seed=0):
+    rng = np.random.default_rng(seed)
+    errors = 0.03 * rng.normal(size=(400, ERROR_DIM))
+    conditions = rng.normal(size=(400, CONDITION_DIM))
+    return ConditionalNoiseModel.fit(errors, conditions)
+
+
+def small_refiner(window=9, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    config = DenoiserConfig(window=window, depth=1, width=16, heads=2)
+    return D3PRefiner(PoseDenoiser(config), small_cnd(seed),
+                      joint_uncertainty=np.linspace(0, 0.05, 17), **kwargs)
+
+
+def inputs(batch, frames, seed=0):
+    rng = np.random.default_rng(seed)
+    keypoints = rng.uniform(-1, 1, (batch, frames, 17, 2)).astype(np.float32)
+    pose = (0.3 * rng.normal(size=(batch, frames, 17, 3))).astype(np.float32)
+    pose -= pose[..., :1, :]
+    return keypoints, pose
+
+
+def test_denoiser_shapes_root_and_determinism():
+    torch.manual_seed(0)
+    model = PoseDenoiser(DenoiserConfig(window=9, depth=2, width=16, heads=2)).eval()
+    noisy = torch.randn(3, 9, 17, 3)
+    keypoints = torch.randn(3, 9, 17, 2)
+    t = torch.tensor([1, 25, 50])
+    out = model(noisy, keypoints, t)
+    assert out.shape == (3, 9, 17, 3)
+    assert torch.all(out[:, :, 0] == 0)
+    assert torch.equal(out, model(noisy, keypoints, t))
+    # the step matters (the timestep module is wired in once FiLM weights are non-zero)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.step.film.weight, std=0.5)
+    assert not torch.allclose(model(noisy, keypoints, t), model(noisy, keypoints, t.flip(0)))
+    with pytest.raises(ValueError, match="windows of 9 frames"):
+        model(torch.randn(1, 8, 17, 3), torch.randn(1, 8, 17, 2), torch.tensor([1]))
+
+
+def test_depth_and_width_are_configurable_and_trainable():
+    for depth, width in [(1, 16), (3, 32)]:
+        model = PoseDenoiser(DenoiserConfig(window=5, depth=depth, width=width, heads=2))
+        assert len(model.blocks) == depth and model.embed.out_features == width
+        out = model(torch.randn(2, 5, 17, 3), torch.randn(2, 5, 17, 2), torch.tensor([3, 4]))
+        out.pow(2).mean().backward()
+        assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="unknown denoiser settings"):
+        DenoiserConfig.from_dict({"depth": 2, "wdith": 3})
+
+
+def test_flops_grow_with_depth_and_count_attention(capsys):
+    rows = [flops.count_flops(DenoiserConfig(window=27, depth=d, width=32, heads=2))
+            for d in (1, 2, 3)]
+    per_block = rows[1]["flops_per_call"] - rows[0]["flops_per_call"]
+    assert per_block > 0
+    assert rows[2]["flops_per_call"] - rows[1]["flops_per_call"] == per_block
+    # per block: 2 STC modules (qkv + proj: 4 d^2 MACs per token each), an MLP (2 * 2 d^2),
+    # FiLM (2 d^2 per window) and attention over joints and frames (each on d/2 channels)
+    d, tokens, frames, joints = 32, 27 * 17, 27, 17
+    linear = 2 * (2 * 4 * d * d + 2 * 2 * d * d) * tokens + 2 * 2 * d * d
+    attention = 2 * 2 * 2 * (frames * joints * joints + joints * frames * frames) * (d // 2)
+    assert per_block == linear + attention
+    parser = argparse.ArgumentParser()
+    flops.add_arguments(parser)
+    assert flops.main(parser.parse_args(["--depth", "1", "3", "--width", "32"])) == 0
+    out = capsys.readouterr().out
+    assert f"{rows[0]['flops_per_call'] / 1e6:.2f}" in out
+    assert f"{2 * rows[2]['flops_per_call'] / 1e6:.2f}" in out  # K = 2 steps
+
+
+def test_save_load_roundtrip_gives_identical_output(tmp_path):
+    refiner = small_refiner()
+    refiner.save(tmp_path / "m")
+    loaded = D3PRefiner.load(tmp_path / "m")
+    assert loaded.window == 9 and loaded.steps == 2
+    np.testing.assert_allclose(loaded.joint_uncertainty, np.linspace(0, 0.05, 17), rtol=1e-6)
+    keypoints, pose = inputs(4, 9)
+    out = refiner.refine_windows(keypoints, pose)
+    assert out.dtype == np.float32 and out.shape == pose.shape
+    np.testing.assert_array_equal(out, loaded.refine_windows(keypoints, pose))
+    np.testing.assert_array_equal(out, loaded.refine_windows(keypoints, pose))
+    assert np.all(out[..., 0, :] == 0)
+    # steps=1 is a different (valid) inference
+    assert not np.array_equal(out, loaded.refine_windows(keypoints, pose, steps=1))
+    assert isinstance(loaded.device, torch.device)
+
+
+def test_refine_sequence_matches_manual_windows():
+    refiner = small_refiner()
+    keypoints, pose = inputs(1, 40)
+    keypoints, pose = keypoints[0], pose[0]
+    for stride in (9, 4, 1):
+        starts = window_starts(40, 9, stride)
+        manual = stitch_windows(
+            refiner.refine_windows(extract_windows(keypoints, starts, 9),
+                                   extract_windows(pose, starts, 9)), starts, 40)
+        got = refiner.refine_sequence(keypoints, pose, stride=stride, batch_size=3)
+        np.testing.assert_allclose(got, manual, atol=1e-6)
+    short = refiner.refine_sequence(keypoints[:5], pose[:5])      # edge-padded
+    assert short.shape == (5, 17, 3)
+
+
+def test_bad_inputs_raise_clear_errors():
+    refiner = small_refiner()
+    keypoints, pose = inputs(2, 9)
+    with pytest.raises(ValueError, match=r"keypoints_2d must be \(B, 9, 17, 2\)"):
+        refiner.refine_windows(keypoints[:, :8], pose[:, :8])
+    with pytest.raises(ValueError, match="pose_3d must be"):
+        refiner.refine_windows(keypoints, pose[:1])
+    pose_nan = pose.copy()
+    pose_nan[0, 0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        refiner.refine_windows(keypoints, pose_nan)
+    with pytest.raises(ValueError, match="stride"):
+        refiner.refine_sequence(keypoints[0], pose[0], stride=10)
+    with pytest.raises(ValueError, match="pose_3d must be"):
+        refiner.refine_sequence(keypoints[0], pose[0, :5])
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(D3PModelError, match="does not exist"):
+        D3PRefiner.load(tmp_path / "nothing")
+    model_dir = tmp_path / "m"
+    small_refiner().save(model_dir)
+    (model_dir / "weights.pt").write_bytes(b"garbage")
+    with pytest.raises(D3PModelError, match="weights.pt"):
+        D3PRefiner.load(model_dir)
+    small_refiner().save(model_dir)
+    spec = json.loads((model_dir / "model.json").read_text())
+    spec["denoiser"]["width"] = 32
+    (model_dir / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(D3PModelError, match="do not match"):
+        D3PRefiner.load(model_dir)
+    (model_dir / "model.json").write_text("{not json")
+    with pytest.raises(D3PModelError, match="model.json"):
+        D3PRefiner.load(model_dir)
+    small_refiner().save(model_dir)
+    (model_dir / "cnd.npz").unlink()
+    with pytest.raises(D3PModelError, match="cnd.npz"):
+        D3PRefiner.load(model_dir)
+    assert issubclass(D3PModelError, ValueError)
+    assert default_model_dir().name == "default"
+
+
+def test_without_diffusion_uses_one_step():
+    refiner = small_refiner(diffusion=False, steps=2)
+    assert refiner.steps == 1
+    keypoints, pose = inputs(2, 9)
+    np.testing.assert_array_equal(refiner.refine_windows(keypoints, pose),
+                                  refiner.refine_windows(keypoints, pose, steps=5))
