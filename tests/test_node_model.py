@@ -45,3 +45,26 @@ def test_bad_mode_fails_configure(ros_env):
     result = run_node(ros_env, {"model_dir": str(ensure_demo_model()), "mode": "sideways"})
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "parameter 'mode'" in output, output
+
+
+def test_backend_choice_and_cuda_fallback():
+    import numpy as np
+    import torch
+    from d3p_ros.inference import create_backend
+    model = ensure_demo_model()
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        create_backend("tensorrt", model)
+    warnings = []
+    backend = create_backend("torch", model, device="cuda", fp16=True, steps=1, warn=warnings.append)
+    if torch.cuda.is_available():
+        assert backend.device.startswith("cuda") and backend.precision == "fp16"
+    else:
+        assert backend.device == "cpu" and backend.precision == "fp32"
+        assert any("CUDA is not available" in w for w in warnings)
+        assert any("fp16" in w for w in warnings)
+    assert backend.steps == 1 and backend.joint_uncertainty.shape == (17,)
+    windows = np.zeros((3, backend.window, 17, 2), np.float32), np.zeros((3, backend.window, 17, 3), np.float32)
+    assert backend.refine(*windows).shape == (3, backend.window, 17, 3)
+    backend.close()
+    with pytest.raises(ValueError, match="device must be"):
+        create_backend("torch", model, device="tpu")
