@@ -2,13 +2,12 @@
 
 `NodeHarness` starts the node with `processes.node_command` (the launch file's executable and
 parameter file), publishes Skeleton2DArray/Skeleton3DArray from this process, and collects
-the refined output and /diagnostics. The caller must have applied the network rule to this
-process's environment before creating it (`apply_network_rule`).
+the refined output and /diagnostics. This process must follow the network rule before rclpy
+starts (tests/conftest.py sets it); give each harness a domain id of its own.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -23,26 +22,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from d3p_model.skeleton import H36M17
 from d3p_ros.diagnostics import values_of
 from d3p_ros.processes import node_command, ros_environment
-
-NETWORK_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_LOG_DIR")
-
-
-def apply_network_rule(domain_id: int) -> dict:
-    """Set the network rule in this process (before rclpy starts); returns the old values."""
-    env = ros_environment(domain_id=domain_id)
-    old = {k: os.environ.get(k) for k in NETWORK_KEYS}
-    for key in NETWORK_KEYS:
-        os.environ[key] = env[key]
-    return old
-
-
-def restore_environment(old: dict) -> None:
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
 
 def stamp_of(ns: int) -> Time:
     return Time(sec=int(ns) // 1_000_000_000, nanosec=int(ns) % 1_000_000_000)

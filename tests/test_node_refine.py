@@ -4,7 +4,6 @@ One node process (causal mode) for the module; a second one in lagged mode. Fed 
 from this process; checked on /human_pose3d_refined, the markers and /diagnostics.
 """
 
-import os
 import numpy as np
 import pytest
 
