@@ -163,8 +163,8 @@ def format_summary(s: dict) -> str:
                      f"{v['mpjpe_refined_mm']:.2f} mm")
     received = s["received_messages"]
     lines.append(f"  frames: {received['input']} input, {s['refined_frames']} refined "
-                 f"({received['input'] - s['refined_frames']} not refined: dropped by the node or "
-                 f"still in flight, see its /diagnostics), non-finite {s['refined_non_finite']}, "
+                 f"({received['input'] - s['refined_frames']} not refined: dropped, still in flight, "
+                 f"or the last lag_frames of a lagged node), non-finite {s['refined_non_finite']}, "
                  f"frame_id mismatches {s['frame_id_mismatches']}")
     if s["node"]:
         lines.append("  refiner node: " + ", ".join(f"{k} {v}" for k, v in s["node"].items()))
