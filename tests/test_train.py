@@ -84,6 +84,35 @@ def test_resume_continues_exactly(tmp_path):
 
 
 @pytest.mark.timeout(600)
+def test_resume_after_a_crash_mid_epoch(tmp_path, monkeypatch):
+    """A time-based checkpoint inside an epoch, then a crash: resume continues from it."""
+    from d3p_model.train import loop
+    config = {**MICRO, "checkpoint_minutes": 1e-9}     # a checkpoint after every batch
+    straight = train_from_config(config, tmp_path / "a", progress=False)
+    real_loss, calls = loop._loss, []
+
+    def crash_in_epoch_two(*args):
+        calls.append(1)
+        # epoch 1: 5 training batches + 1 validation batch; call 8 = epoch 2's second batch
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+    monkeypatch.setattr(loop, "_loss", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(config, tmp_path / "b", progress=False)
+    monkeypatch.setattr(loop, "_loss", real_loss)
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["batch"]) == (1, 1)
+    resumed = train_from_config(config, tmp_path / "b", resume=True, progress=False)
+    a = torch.load(straight / "weights.pt", weights_only=True)
+    b = torch.load(resumed / "weights.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log_a = json.loads((tmp_path / "a" / "log.json").read_text())
+    log_b = json.loads((tmp_path / "b" / "log.json").read_text())
+    assert log_a["batch_losses"] == log_b["batch_losses"]
+
+
+@pytest.mark.timeout(600)
 def test_ddp_with_two_cpu_processes(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     config = tmp_path / "micro.yaml"
