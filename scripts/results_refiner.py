@@ -67,6 +67,7 @@ SKELETON_FRAMES = 4
 TRAJECTORY_FRAMES = 150
 TRAJECTORY_JOINT = "right_wrist"
 FIGURE_DPI = 85
+UP_TO_DATE = "(up to date)"
 
 
 class Notes(list):
@@ -306,6 +307,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="passed to d3p refine (cpu, cuda, ...)")
     parser.add_argument("--force", action="store_true", help="refine again even if fresh")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="only rebuild refiner.md/.json from the refiner_<setting>.json "
+                             "files of earlier runs")
     parser.add_argument("--sequence-stride", type=int, default=1, metavar="K",
                         help="use every K-th test sequence only (sorted keys; stated in the "
                              "pages): to save refinement time")
@@ -326,7 +330,15 @@ def refined_with(output: Path) -> dict:
 
 def refine_file(lifter_path: Path, model_dir: Path, output: Path, args, commands, notes) -> bool:
     """Run `d3p refine` unless `output` is newer than its inputs and was made with the
-    requested stride and steps."""
+    requested stride and steps. Appends the command line to `commands` either way (marked
+    "(up to date)" when an earlier run's file is reused)."""
+    arguments = ["refine", str(lifter_path), "-o", str(output), "--model", str(model_dir)]
+    if args.stride is not None:
+        arguments += ["--stride", str(args.stride)]
+    if args.steps is not None:
+        arguments += ["--steps", str(args.steps)]
+    if args.device != "cpu":
+        arguments += ["--device", args.device]
     if not args.force and is_fresh(output, [lifter_path, *model_files(model_dir)]):
         model = model_summary(model_dir)
         wanted = {"stride": args.stride or model["denoiser"].get("window"),
@@ -336,14 +348,8 @@ def refine_file(lifter_path: Path, model_dir: Path, output: Path, args, commands
         made = refined_with(output)
         if all(made.get(name) == value for name, value in wanted.items()):
             print(f"up to date: {output}", flush=True)
+            commands.append(f"{UP_TO_DATE} {shlex.join(['d3p', *arguments])}")
             return True
-    arguments = ["refine", str(lifter_path), "-o", str(output), "--model", str(model_dir)]
-    if args.stride is not None:
-        arguments += ["--stride", str(args.stride)]
-    if args.steps is not None:
-        arguments += ["--steps", str(args.steps)]
-    if args.device != "cpu":
-        arguments += ["--device", args.device]
     try:
         run_d3p(arguments, commands)
     except (RuntimeError, ImportError) as err:
@@ -470,16 +476,23 @@ def subset_file(source: Path, stride: int, subjects) -> Path:
     return target
 
 
-def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
-                    generated: str) -> None:
-    """Everything of one 2D setting: smoother, main runs, ablations, figures."""
-    commands_all = document["commands"]
+def process_setting(setting: str, args, subjects, generated: str) -> dict:
+    """Everything of one 2D setting: smoother, main runs, ablations, figures. Returns the
+    setting's document (written to refiner_<setting>.json)."""
+    notes = Notes()
+    commands_all: list[str] = []
+    document = {"setting": setting, "generated_utc": generated, "subjects": subjects,
+                "refine_options": {"stride": args.stride, "steps": args.steps},
+                "sequence_stride": args.sequence_stride,
+                "ablation_sequence_stride": args.ablation_sequence_stride,
+                "results": {}, "ablation": None, "figures": None, "notes": notes,
+                "commands": commands_all}
     prediction_dir = args.cache / "predictions" / setting
     full_path = prediction_dir / "test.npz"
     if not full_path.is_file():
         notes.add(f"{setting}: {full_path} missing (run `d3p predict --setting "
                   f"{setting}`); setting skipped")
-        return
+        return document
     setting_commands: list[str] = []
     smoothed_path = smoothed_file(setting, prediction_dir, full_path, args, setting_commands,
                                   notes)
@@ -505,10 +518,7 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
         before = len(commands)
         if not refine_file(input_path, model_dir, output, args, commands, notes):
             return None
-        commands_all.extend(commands[before:])
-        if len(commands) == before:  # up to date: record how it was made
-            commands.append(f"(up to date) d3p refine {input_path} -o {output} "
-                            f"--model {model_dir}")
+        commands_all.extend(c for c in commands[before:] if not c.startswith(UP_TO_DATE))
         refined = load_predictions(output)
         result = judge.evaluate(refined, name)
         record = {"model": model_summary(model_dir), "refined": str(output),
@@ -535,7 +545,7 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
         (args.docs / f"{stem}.json").write_text(
             json.dumps({**record, **comparison}, indent=1) + "\n")
         print(f"wrote {args.docs / stem}.md/.json", flush=True)
-        document["results"].setdefault(setting, {})[str(window)] = record
+        document["results"][str(window)] = record
         main_runs[window] = (record, result)
 
     # Ablations, optionally on a further subset; the full model is then re-scored on it.
@@ -566,7 +576,7 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
                               for m in ("mpjpe", "p_mpjpe")},
             "commands": record["commands"]})
     if rows:
-        document["ablations"][setting] = {
+        document["ablation"] = {
             "window": args.ablation_window, "sequences": len(judge.keys),
             "frames": ablation_lifter["num_frames"],
             "sequence_stride": args.sequence_stride * args.ablation_sequence_stride,
@@ -580,12 +590,33 @@ def process_setting(setting: str, args, subjects, document: dict, notes: Notes,
             files["smoother"] = smoother
         files["refiner"] = load_predictions(main_runs[window][0]["refined"])
         try:
-            document["figures"][setting] = {
+            document["figures"] = {
                 "window": window,
                 "files": make_figures(setting, window, files, evaluator.keys,
                                       args.docs / "figures", notes)}
         except (ValueError, OSError) as err:
             notes.add(f"{setting}: figures failed: {err}")
+    return document
+
+
+def setting_file(docs: Path, setting: str) -> Path:
+    return docs / f"refiner_{setting}.json"
+
+
+def merged_document(docs: Path, settings) -> dict:
+    """The summary's content, from each setting's latest refiner_<setting>.json: settings
+    can be (re)run separately, e.g. as soon as their models are trained."""
+    document = {"generated_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "targets": {"mpjpe_pct": TARGET_MPJPE_PCT, "p_mpjpe_pct": TARGET_P_MPJPE_PCT,
+                            "clearly_better_than_smoother_pct": CLEARLY_BETTER_PCT,
+                            "every_action": "MPJPE and P-MPJPE lower than the lifter's in "
+                                            "every action"},
+                "settings": {}}
+    for setting in dict.fromkeys(settings):
+        path = setting_file(docs, setting)
+        if path.is_file():
+            document["settings"][setting] = json.loads(path.read_text())
+    return document
 
 
 def main(argv=None) -> int:
@@ -593,38 +624,37 @@ def main(argv=None) -> int:
     if args.sequence_stride < 1 or args.ablation_sequence_stride < 1:
         raise SystemExit("results_refiner: sequence strides must be >= 1")
     subjects = None if [s.lower() for s in args.subjects] == ["all"] else args.subjects
-    notes = Notes()
-    commands_all: list[str] = []
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     args.docs.mkdir(parents=True, exist_ok=True)
-    document = {"generated_utc": generated, "subjects": subjects,
-                "targets": {"mpjpe_pct": TARGET_MPJPE_PCT, "p_mpjpe_pct": TARGET_P_MPJPE_PCT,
-                            "clearly_better_than_smoother_pct": CLEARLY_BETTER_PCT,
-                            "every_action": "MPJPE and P-MPJPE lower than the lifter's in "
-                                            "every action"},
-                "refine_options": {"stride": args.stride, "steps": args.steps},
-                "sequence_stride": args.sequence_stride,
-                "ablation_sequence_stride": args.ablation_sequence_stride,
-                "results": {}, "ablations": {}, "figures": {}, "notes": notes,
-                "commands": commands_all}
-    for setting in args.settings:
-        process_setting(setting, args, subjects, document, notes, generated)
+    if not args.summary_only:
+        for setting in args.settings:
+            document = process_setting(setting, args, subjects, generated)
+            setting_file(args.docs, setting).write_text(json.dumps(document, indent=1) + "\n")
+    document = merged_document(args.docs, [*SETTINGS, *args.settings])
     write_summary(args.docs, document)
     (args.docs / "refiner.json").write_text(json.dumps(document, indent=1) + "\n")
-    print(f"wrote {args.docs / 'refiner.md'} and refiner.json; {len(notes)} notes", flush=True)
+    notes = sum(len(entry["notes"]) for entry in document["settings"].values())
+    print(f"wrote {args.docs / 'refiner.md'} and refiner.json ({', '.join(document['settings'])}"
+          f"); {notes} notes", flush=True)
     return 0
 
 
+def _subjects_text(subjects) -> str:
+    return ", ".join(subjects) if subjects else "all sequences"
+
+
 def write_summary(docs: Path, document: dict) -> None:
+    settings = document["settings"]
+    runs = "; ".join(f"{setting} on {entry['generated_utc']} (subjects "
+                     f"{_subjects_text(entry['subjects'])})"
+                     for setting, entry in settings.items()) or "no setting yet"
     lines = [
         "# D3PRefiner results",
         "",
-        f"Generated by `scripts/results_refiner.py` on {document['generated_utc']}; do not "
-        "edit (rerun it). Test subjects "
-        f"{', '.join(document['subjects']) if document['subjects'] else '(all sequences)'}; "
-        "averages are the mean over actions of the per-action means, in mm. The smoother is "
-        "the Savitzky-Golay reference tuned on the training subjects' held-out lifter outputs "
-        "(see [lifter results](README.md)).",
+        f"Generated by `scripts/results_refiner.py`; do not edit (rerun it). Evaluated: "
+        f"{runs}. Averages are the mean over actions of the per-action means, in mm. The "
+        "smoother is the Savitzky-Golay reference tuned on the training subjects' held-out "
+        "lifter outputs (see [the index](README.md)).",
         "",
         f"Targets (issue 5): MPJPE at least {TARGET_MPJPE_PCT:g}% and P-MPJPE at least "
         f"{TARGET_P_MPJPE_PCT:g}% below the lifter, every action improved in both, and clearly "
@@ -637,9 +667,12 @@ def write_summary(docs: Path, document: dict) -> None:
         "refiner | Δ | actions improved (MPJPE / P-MPJPE) | targets | page |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
-    statements = []
-    for setting, by_window in document["results"].items():
-        for window, record in by_window.items():
+    statements, subsets = [], []
+    for setting, entry in settings.items():
+        if entry["sequence_stride"] > 1 and entry["results"]:
+            subsets.append(f"{setting}: only {_every(entry['sequence_stride'])} test sequence "
+                           "(sorted keys) was refined and scored (`--sequence-stride`).")
+        for window, record in entry["results"].items():
             summary = record["summary"]
             average, change = summary["average"], summary["reduction_pct"]["refiner"]
             smoother = average.get("smoother", {"mpjpe": None, "p_mpjpe": None})
@@ -654,18 +687,18 @@ def write_summary(docs: Path, document: dict) -> None:
                 f"[{setting} T={window}](refiner_{setting}_t{window}.md) |")
             statements += [f"### {SETTING_TITLES.get(setting, setting)}, T = {window}", "",
                            *target_lines(summary), ""]
-    if not document["results"]:
+    if not statements:
         lines.append("| (no trained refiner was found) | | | | | | | | | | | | |")
     lines += ["", "Δ: change of the refiner against the lifter."]
-    if document["sequence_stride"] > 1:
-        lines += ["", f"**Subset:** only {_every(document['sequence_stride'])} test sequence "
-                      "(sorted keys) was refined and scored (`--sequence-stride`)."]
+    lines += [f"\n**Subset:** {text}" for text in subsets]
     lines += ["", "## Targets", ""]
     lines += statements or ["No results: nothing to judge.", ""]
     lines += ["## Ablations", ""]
-    if not document["ablations"]:
+    ablations = {setting: entry["ablation"] for setting, entry in settings.items()
+                 if entry.get("ablation")}
+    if not ablations:
         lines += ["No ablation model was found.", ""]
-    for setting, ablation in document["ablations"].items():
+    for setting, ablation in ablations.items():
         subset = (f", {_every(ablation['sequence_stride'])} test sequence"
                   if ablation["sequence_stride"] > 1 else "")
         lines += [f"### {SETTING_TITLES.get(setting, setting)}, T = {ablation['window']}", "",
@@ -692,11 +725,13 @@ def write_summary(docs: Path, document: dict) -> None:
                 f"{_change(row['reduction_pct']['p_mpjpe'])} |")
         lines.append("")
     lines += ["## Figures", ""]
-    if not document["figures"]:
+    figures = {setting: entry["figures"] for setting, entry in settings.items()
+               if entry.get("figures")}
+    if not figures:
         lines += ["No figures (no trained refiner, or --no-figures).", ""]
-    for setting, figures in document["figures"].items():
-        *paths, sequence = figures["files"]
-        lines += [f"### {SETTING_TITLES.get(setting, setting)}, T = {figures['window']}", "",
+    for setting, entry in figures.items():
+        *paths, sequence = entry["files"]
+        lines += [f"### {SETTING_TITLES.get(setting, setting)}, T = {entry['window']}", "",
                   f"Error distribution of lifter, smoother and refiner (per axis, all test "
                   f"frames, non-root joints; legend: standard deviation in mm) and MPJPE per "
                   f"joint; then skeletons and the {TRAJECTORY_JOINT.replace('_', ' ')}'s "
@@ -704,10 +739,19 @@ def write_summary(docs: Path, document: dict) -> None:
                   f"({sequence.removeprefix('sequence ')}).", ""]
         lines += [f"![{Path(path).stem}]({path})" for path in paths] + [""]
     lines += ["## Notes (what is missing or failed)", ""]
-    lines += [f"- {note}" for note in document["notes"]] or ["- none"]
-    lines += ["", "## Commands run", ""]
-    lines += [f"    {line}" for line in document["commands"]] or ["    (none: all up to date)"]
-    (docs / "refiner.md").write_text("\n".join(lines) + "\n")
+    notes = [note for entry in settings.values() for note in entry["notes"]]
+    lines += [f"- {note}" for note in notes] or ["- none"]
+    lines += ["", "## Commands", "",
+              "What made each result (`(up to date)`: made by an earlier run, reused).", ""]
+    for setting, entry in settings.items():
+        made = [line for record in entry["results"].values() for line in record["commands"]]
+        made += [line for row in (entry.get("ablation") or {}).get("rows", [])
+                 for line in row["commands"]]
+        made = list(dict.fromkeys(made + entry["commands"]))
+        lines += [f"{setting} ({entry['generated_utc']}):", ""]
+        lines += [f"    {line}" for line in made] or ["    (none)"]
+        lines.append("")
+    (docs / "refiner.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
