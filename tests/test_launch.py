@@ -79,7 +79,7 @@ def installed_executable_and_config():
     return executable, config
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # may train the demo model first
 def test_node_starts_as_the_launch_file_starts_it(ros_env, tmp_path):
     pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
     import rclpy

@@ -16,7 +16,7 @@ from d3p_model.data.synthetic import make_synthetic_predictions  # noqa: E402
 from d3p_ros.processes import ensure_demo_model  # noqa: E402
 from d3p_ros.testing import NodeHarness, all_finite, make_frame, output_people  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # the first test may train the demo model
 NS = 1_000_000_000
 PERIOD_NS = 20_000_000
 QUEUE_SIZE = 10             # sync_queue_size in config/refiner.yaml

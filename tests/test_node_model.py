@@ -14,7 +14,7 @@ pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup
 
 from d3p_ros.processes import ensure_demo_model, node_command  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # the first test may train the demo model
 
 
 def run_node(env, overrides) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from d3p_model.data.synthetic import make_synthetic_predictions  # noqa: E402
 from d3p_ros.processes import ensure_demo_model  # noqa: E402
 from d3p_ros.testing import NodeHarness, all_finite, make_frame, output_people  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # the first test may train the demo model
 NS = 1_000_000_000
 PERIOD_NS = 20_000_000          # 50 Hz
 ROOTS = {1: np.array([0.5, 0.2, 4.0]), 2: np.array([-1.0, 0.1, 6.0])}
