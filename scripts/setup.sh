@@ -2,7 +2,8 @@
 # One-command setup of a development venv (see docs/install.md):
 #   1. create the venv ($D3P_VENV, default .venv) if it is missing;
 #   2. install the pinned requirements and d3p_model in editable mode (skipped while
-#      requirements/*.txt and setup.py hash to what the venv's stamp recorded);
+#      requirements/*.txt, setup.py and pyproject.toml hash to what the venv's stamp
+#      recorded);
 #   3. build the messages and the ROS package with cmake in build/ and install them into
 #      the venv (skipped while the package's source files hash as at the last install);
 #   4. copy the generated d3p_ros.msg modules into the checkout's d3p_ros/ (git-ignored),
