@@ -1,8 +1,9 @@
 """The demo: refiner node + replay + evaluator as three processes, before/after MPJPE.
 
     python -m d3p_ros.demo                   # GENERATED sample (never Human3.6M), tiny model
-    python -m d3p_ros.demo FILE.npz          # replay a predictions file
+    python -m d3p_ros.demo FILE.npz          # replay a predictions file (shipped model)
     D3P_DATA=FILE.npz python -m d3p_ros.demo # the same through the environment
+    D3P_DATA=.../h36m python -m d3p_ros.demo # S9/S11 lifter predictions from `d3p predict`
 
 Every process gets the network rule (loopback discovery, its own ROS_DOMAIN_ID, a temporary
 ROS_LOG_DIR). Exits 0 with the evaluator's summary when refined skeletons came back, 1
@@ -21,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from d3p_ros.processes import (ensure_demo_model, evaluator_command, node_command,
+from d3p_ros.processes import (cache_dir, ensure_demo_model, evaluator_command, node_command,
                                replay_command, ros_environment)
 
 
-def find_predictions(arg: str | None) -> str | None:
-    """The file argument, else D3P_DATA (a predictions .npz, or a directory holding one)."""
+def find_predictions(arg: str | None, setting: str) -> str | None:
+    """The file argument; else D3P_DATA: a predictions .npz, or the Human3.6M directory, in
+    which case the test subjects' lifter predictions `d3p predict` wrote into the cache."""
     if arg:
         return arg
     data = os.environ.get("D3P_DATA")
@@ -36,22 +38,37 @@ def find_predictions(arg: str | None) -> str | None:
     if path.is_file():
         return str(path)
     if path.is_dir():
-        from d3p_model.data.predictions import PredictionsFormatError, load_predictions
-        for candidate in sorted(path.rglob("*.npz")):
-            try:
-                load_predictions(candidate)
-                return str(candidate)
-            except PredictionsFormatError:
-                continue
-        raise SystemExit(f"demo: D3P_DATA={data} holds no predictions .npz file "
-                         "(make one with `d3p predict`, or pass a file)")
+        test = cache_dir() / "predictions" / setting / "test.npz"
+        if test.is_file():
+            return str(test)
+        raise SystemExit(f"demo: D3P_DATA={data} is set but {test} does not exist: run "
+                         "`d3p predict` first (it reads D3P_DATA), or pass a predictions file")
     raise SystemExit(f"demo: D3P_DATA={data} does not exist")
+
+
+def choose_model(model_arg: str, predictions: str | None) -> str:
+    """--model; else for real data the shipped model, for the generated sample the tiny model
+    trained on that same generator (the shipped one learnt Human3.6M lifter errors)."""
+    if model_arg:
+        return model_arg
+    if predictions:
+        from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
+        try:
+            D3PRefiner.load(default_model_dir())
+            return str(default_model_dir())
+        except D3PModelError as err:
+            print(f"demo: no usable shipped model ({err}); using the tiny model trained on "
+                  "GENERATED data, so the numbers say little about this file", file=sys.stderr)
+    return str(ensure_demo_model())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3p_ros.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("predictions", nargs="?", help="predictions .npz (default: D3P_DATA, else a generated sample)")
-    parser.add_argument("--model", default="", help="model directory (default: a tiny model trained on generated data)")
+    parser.add_argument("--model", default="", help="model directory (default: the shipped model for a "
+                        "predictions file, a tiny model trained on generated data for the generated sample)")
+    parser.add_argument("--setting", default="sh2d", help="with D3P_DATA as the Human3.6M directory: "
+                        "which cached predictions (sh2d: detected 2D, gt2d: ground-truth 2D)")
     parser.add_argument("--people", type=int, default=2, help="sequences replayed at once, one track each")
     parser.add_argument("--seconds", type=float, default=6.0, help="replayed duration at --rate")
     parser.add_argument("--rate", type=float, default=50.0)
@@ -75,8 +92,8 @@ def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    predictions = find_predictions(args.predictions)
-    model = args.model or str(ensure_demo_model())
+    predictions = find_predictions(args.predictions, args.setting)
+    model = choose_model(args.model, predictions)
     workdir = Path(tempfile.mkdtemp(prefix="d3p_demo_"))
     env = ros_environment(log_dir=str(workdir / "ros_log"))
     summary_path = Path(args.json) if args.json else workdir / "summary.json"
