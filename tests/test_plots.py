@@ -52,17 +52,25 @@ def test_statistics_of_a_known_offset(lifter):
         counts = entry["counts"][axis]
         assert counts.sum() == entry["count"]
         (bins,) = np.nonzero(counts)
-        assert len(bins) == 1 and edges[bins[0]] <= value < edges[bins[0] + 1]
+        assert len(bins) == 1 and edges[axis, bins[0]] <= value < edges[axis, bins[0] + 1]
     # the lifter's real spread: nonzero std, some mass outside a tight range
     tight = axis_error_statistics([lifter], ["lifter"], bins=10, limit_mm=5.0)
     assert np.all(tight["files"]["lifter"]["outside"] > 0.1)
     assert np.all(stats["files"]["lifter"]["std"] > 5.0)
 
 
-def test_default_range_covers_most_errors(lifter):
+def test_default_range_per_axis_covers_most_errors(lifter):
     stats = axis_error_statistics([lifter], ["lifter"])
-    assert stats["limit_mm"] > 0
-    assert np.all(stats["files"]["lifter"]["outside"] < 0.02)
+    limits = stats["limit_mm"]
+    assert np.all(limits > 0) and np.all(stats["files"]["lifter"]["outside"] < 0.02)
+    # each axis its own range: the 99.5th percentile of that axis's |error| (every 5th frame)
+    sample = np.concatenate([
+        np.abs((seq.pose_3d - seq.pose_3d[:, :1]) - (seq.ground_truth_3d
+                                                     - seq.ground_truth_3d[:, :1]))[::5, 1:]
+        .reshape(-1, 3) for seq in lifter.sequences.values()]) * 1000
+    np.testing.assert_allclose(limits, np.percentile(sample, 99.5, axis=0), rtol=1e-4)
+    assert len(set(np.round(limits))) == 3
+    np.testing.assert_allclose(stats["edges"][:, 0], -limits)
 
 
 def test_histogram_figure_has_three_axes_and_bars(lifter):

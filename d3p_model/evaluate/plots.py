@@ -75,10 +75,12 @@ def axis_error_statistics(predictions: list[Predictions], labels: list[str], key
                           subjects=None, bins: int = 80, limit_mm: float | None = None) -> dict:
     """Histograms of the per-axis signed joint errors (mm), streamed over sequences.
 
-    Returns {"edges": (bins+1,), "limit_mm", "keys", "files": {label: {"counts": (3, bins),
-    "mean": (3,), "std": (3,), "outside": (3,) fraction beyond the range, "per_joint_mpjpe":
-    (17,) mm, "count": values per axis}}}. The range is +-limit_mm (default: the 99.5th
-    percentile of |error| of the first file, from every 5th frame).
+    Returns {"edges": (3, bins+1), "limit_mm": (3,), "keys", "files": {label: {"counts":
+    (3, bins), "mean": (3,), "std": (3,), "outside": (3,) fraction beyond the range,
+    "per_joint_mpjpe": (17,) mm, "count": values per axis}}}. Axis a spans +-limit_mm[a]:
+    the given limit for every axis, or by default the 99.5th percentile of that axis's
+    |error| in the first file (from every 5th frame): depth errors are often several times
+    wider than x/y errors, and one shared range would squash the x/y histograms.
     """
     _check_inputs(predictions, labels)
     if bins < 2:
@@ -88,11 +90,13 @@ def axis_error_statistics(predictions: list[Predictions], labels: list[str], key
         raise PlotError("no sequences to plot")
     if limit_mm is None:
         sample = np.concatenate([np.abs(_errors_mm(predictions[0], key)[::RANGE_SAMPLE_STRIDE])
-                                 .ravel() for key in keys])
-        limit_mm = float(np.percentile(sample, RANGE_PERCENTILE))
-    if not limit_mm > 0:
-        raise PlotError(f"the histogram range must be positive, got {limit_mm} mm")
-    edges = np.linspace(-limit_mm, limit_mm, bins + 1)
+                                 .reshape(-1, 3) for key in keys])
+        limits = np.percentile(sample, RANGE_PERCENTILE, axis=0)
+    else:
+        limits = np.full(3, float(limit_mm))
+    if not np.all(limits > 0):
+        raise PlotError(f"the histogram range must be positive, got {limits} mm")
+    edges = np.stack([np.linspace(-limit, limit, bins + 1) for limit in limits])
     files = {}
     for pred, label in zip(predictions, labels):
         counts = np.zeros((3, bins), dtype=np.int64)
@@ -105,8 +109,8 @@ def axis_error_statistics(predictions: list[Predictions], labels: list[str], key
             error = _errors_mm(pred, key)
             flat = error.reshape(-1, 3)
             for axis in range(3):
-                counts[axis] += np.histogram(flat[:, axis], edges)[0]
-                outside[axis] += np.count_nonzero(np.abs(flat[:, axis]) > limit_mm)
+                counts[axis] += np.histogram(flat[:, axis], edges[axis])[0]
+                outside[axis] += np.count_nonzero(np.abs(flat[:, axis]) > limits[axis])
             total += flat.sum(axis=0)
             squares += (flat ** 2).sum(axis=0)
             joint_sum[NON_ROOT] += np.linalg.norm(error, axis=-1).sum(axis=0)
@@ -117,7 +121,7 @@ def axis_error_statistics(predictions: list[Predictions], labels: list[str], key
                         "std": np.sqrt(np.maximum(squares / count - mean ** 2, 0.0)),
                         "outside": outside / count, "per_joint_mpjpe": joint_sum / frames,
                         "count": count}
-    return {"edges": edges, "limit_mm": limit_mm, "keys": keys, "files": files}
+    return {"edges": edges, "limit_mm": limits, "keys": keys, "files": files}
 
 
 def error_histogram_figure(predictions: list[Predictions], labels: list[str], keys=None,
@@ -131,10 +135,10 @@ def error_histogram_figure(predictions: list[Predictions], labels: list[str], ke
                                                 limit_mm)
     figure = _figure(11.0, 6.4 if per_joint else 3.4)
     grid = figure.add_gridspec(2 if per_joint else 1, 3)
-    edges = stats["edges"]
-    width = edges[1] - edges[0]
     for axis, name in enumerate(AXES):
         ax = figure.add_subplot(grid[0, axis])
+        edges = stats["edges"][axis]
+        width = edges[1] - edges[0]
         for index, label in enumerate(labels):
             entry = stats["files"][label]
             density = entry["counts"][axis] / (entry["count"] * width)
@@ -302,7 +306,8 @@ def add_arguments(parser) -> None:
                       help="only these subjects (first key component), e.g. S9 S11")
     hist.add_argument("--bins", type=int, default=80)
     hist.add_argument("--limit", type=float, metavar="MM",
-                      help="histogram range +-MM (default: 99.5th percentile of file 1)")
+                      help="histogram range +-MM on every axis (default: per axis, the "
+                           "99.5th percentile of file 1's |error|)")
     hist.add_argument("--no-per-joint", action="store_true", help="omit the per-joint bars")
     for sub in (skeletons, trajectory):
         sub.add_argument("--key", required=True, help="the sequence, e.g. 'S9/Walking 1/54138969'")
