@@ -134,3 +134,18 @@ def test_lifter_trains_resumes_and_predicts_held_out(fake_h36m, tmp_path):
     assert seq.pose_3d.shape == seq.ground_truth_3d.shape == (120, 17, 3)
     np.testing.assert_allclose(seq.pose_3d[:, 0], 0, atol=1e-6)
     assert np.isfinite(seq.pose_3d).all()
+
+
+def test_demo_sample_is_generated_and_lifted_by_the_shipped_lifter():
+    from d3p_model.data.demo_sample import make_demo_sample
+    from d3p_model.evaluate.metrics import mpjpe
+
+    torch.set_num_threads(1)
+    sample = make_demo_sample(num_people=2, num_frames=60)
+    assert "not Human3.6M" in sample.meta["note"]
+    assert len(sample) == 2 and not any(k.startswith(("S9", "S11")) for k in sample.sequences)
+    for seq in sample.sequences.values():
+        assert seq.pose_3d.shape == seq.ground_truth_3d.shape == (60, 17, 3)
+        assert np.isfinite(seq.pose_3d).all()
+        # a real lifter's estimate: close to, but not equal to, the truth
+        assert 0.01 < mpjpe(seq.pose_3d, seq.ground_truth_3d) < 0.5
