@@ -61,10 +61,19 @@ def ros_free_venv(tmp_path_factory):
     return env_dir
 
 
-def test_wheel_holds_d3p_model_only(ros_free_venv):
+def _data_files(package_dir: Path) -> set[str]:
+    """The package data setup.py must ship: configs/*.yaml and everything in models/."""
+    files = set(package_dir.glob("configs/*.yaml")) | set(package_dir.glob("models/**/*"))
+    return {str(f.relative_to(package_dir)) for f in files
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"}
+
+
+def test_wheel_holds_d3p_model_with_its_data_and_no_ros(ros_free_venv):
     site = next((ros_free_venv / "lib").glob("python3*/site-packages"))
     assert (site / "d3p_model" / "cli.py").is_file()
-    assert (site / "d3p_model" / "configs").is_dir()  # package data: the shipped configs
+    shipped = _data_files(REPO / "d3p_model")
+    assert any(name.startswith("configs/") for name in shipped)
+    assert _data_files(site / "d3p_model") == shipped
     assert not (site / "d3p_ros").exists()
 
 
