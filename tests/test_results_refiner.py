@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from d3p_model.cnd.gaussian import ConditionalNoiseModel
 from d3p_model.data.predictions import load_predictions, save_predictions
 from d3p_model.data.synthetic import make_synthetic_predictions
 from d3p_model.denoiser.model import DenoiserConfig, PoseDenoiser
