@@ -152,3 +152,19 @@ def test_fit_cnd_command(tmp_path, capsys):
     save_predictions(tmp_path / "nogt.npz", predictions)
     assert d3p(["fit-cnd", str(tmp_path / "nogt.npz"), "-o", str(tmp_path / "c2.npz")]) == 2
     assert "ground_truth_3d" in capsys.readouterr().err
+
+
+def test_streamed_fit_equals_fit_on_all_frames():
+    rng = np.random.default_rng(12)
+    sequences = []
+    for frames in (30, 1, 57, 12):
+        truth = rng.normal(size=(frames, 17, 3))
+        pose = truth + 0.05 * rng.normal(size=(frames, 17, 3)) + 0.1
+        sequences.append((rng.normal(size=(frames, 17, 2)), pose, truth))
+    streamed = ConditionalNoiseModel.fit_sequences(sequences)
+    errors = np.concatenate([error_vectors(p, t) for _, p, t in sequences])
+    conditions = np.concatenate([condition_vectors(k, p) for k, p, _ in sequences])
+    whole = ConditionalNoiseModel.fit(errors, conditions)
+    assert streamed.num_frames == whole.num_frames == 100
+    np.testing.assert_allclose(streamed.mean, whole.mean, atol=1e-12)
+    np.testing.assert_allclose(streamed.cov, whole.cov, atol=1e-12)

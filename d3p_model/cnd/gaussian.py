@@ -82,14 +82,33 @@ class ConditionalNoiseModel:
 
     @classmethod
     def fit_sequences(cls, sequences, ridge: float = 1e-6):
-        """Fit on an iterable of (keypoints_2d normalised, pose_3d, ground_truth_3d) arrays."""
-        errors, conditions = [], []
+        """Fit on an iterable of (keypoints_2d normalised, pose_3d, ground_truth_3d) arrays.
+
+        Streams: per-sequence means and centred scatter matrices are merged (Chan et al.'s
+        pairwise update), so memory stays at one sequence whatever the dataset size.
+        """
+        count, mean, scatter = 0, None, None
         for keypoints, pose, truth in sequences:
-            errors.append(error_vectors(pose, truth).reshape(-1, ERROR_DIM))
-            conditions.append(condition_vectors(keypoints, pose).reshape(-1, CONDITION_DIM))
-        if not errors:
-            raise ValueError("fitting the CND needs at least one sequence")
-        return cls.fit(np.concatenate(errors), np.concatenate(conditions), ridge)
+            rows = np.concatenate([error_vectors(pose, truth).reshape(-1, ERROR_DIM),
+                                   condition_vectors(keypoints, pose).reshape(-1, CONDITION_DIM)],
+                                  axis=1)
+            n = rows.shape[0]
+            if n == 0:
+                continue
+            seq_mean = rows.mean(axis=0)
+            centred = rows - seq_mean
+            seq_scatter = centred.T @ centred
+            if count == 0:
+                count, mean, scatter = n, seq_mean, seq_scatter
+                continue
+            delta = seq_mean - mean
+            total = count + n
+            scatter = scatter + seq_scatter + np.outer(delta, delta) * (count * n / total)
+            mean = mean + delta * (n / total)
+            count = total
+        if count < 2:
+            raise ValueError("fitting the CND needs at least 2 frames")
+        return cls(mean=mean, cov=scatter / count, ridge=float(ridge), num_frames=int(count))
 
     def _condition(self):
         e, c = slice(0, ERROR_DIM), slice(ERROR_DIM, None)

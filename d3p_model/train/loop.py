@@ -234,7 +234,11 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
                          timesteps=config["timesteps"], offset=config["schedule_offset"],
                          device=device)
     alpha_bar = refiner.alpha_bar
-    trained = DistributedDataParallel(model) if world > 1 else model
+    if world > 1:
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        trained = model
     optimizer = torch.optim.Adam(model.parameters(), lr=config["optim"]["lr"])
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, config["optim"]["lr_decay"])
 
