@@ -33,8 +33,13 @@ class D3PModelError(ValueError):
     """A missing or corrupt model directory; the message names the file and the problem."""
 
 
+# The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode).
+# Trained by `scripts/train_refiners.sh h36m_sh2d_t27`; its numbers are in docs/results/.
+DEFAULT_MODEL = "h36m_sh2d_t27"
+
+
 def default_model_dir() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parent / "models" / "default"
+    return pathlib.Path(__file__).resolve().parent / "models" / "refiner" / DEFAULT_MODEL / "model"
 
 
 def error_scale_per_joint(cnd: ConditionalNoiseModel) -> torch.Tensor:

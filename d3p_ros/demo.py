@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from d3p_ros.processes import (cache_dir, ensure_demo_model, evaluator_command, node_command,
+from d3p_ros.processes import (cache_dir, evaluator_command, node_command,
                                replay_command, ros_environment)
 
 
@@ -47,26 +47,18 @@ def find_predictions(arg: str | None, setting: str) -> str | None:
 
 
 def choose_model(model_arg: str, predictions: str | None) -> str:
-    """--model; else for real data the shipped model, for the generated sample the tiny model
-    trained on that same generator (the shipped one learnt Human3.6M lifter errors)."""
+    """--model, else the shipped model. The generated sample is lifted by the shipped base
+    lifter, so the shipped refiner (trained on that lifter's errors) applies to it too."""
     if model_arg:
         return model_arg
-    if predictions:
-        from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
-        try:
-            D3PRefiner.load(default_model_dir())
-            return str(default_model_dir())
-        except D3PModelError as err:
-            print(f"demo: no usable shipped model ({err}); using the tiny model trained on "
-                  "GENERATED data, so the numbers say little about this file", file=sys.stderr)
-    return str(ensure_demo_model())
+    from d3p_model.refiner import default_model_dir
+    return str(default_model_dir())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="d3p_ros.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("predictions", nargs="?", help="predictions .npz (default: D3P_DATA, else a generated sample)")
-    parser.add_argument("--model", default="", help="model directory (default: the shipped model for a "
-                        "predictions file, a tiny model trained on generated data for the generated sample)")
+    parser.add_argument("--model", default="", help="model directory (default: the shipped model)")
     parser.add_argument("--setting", default="sh2d", help="with D3P_DATA as the Human3.6M directory: "
                         "which cached predictions (sh2d: detected 2D, gt2d: ground-truth 2D)")
     parser.add_argument("--people", type=int, default=2, help="sequences replayed at once, one track each")

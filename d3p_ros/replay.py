@@ -2,8 +2,8 @@
 
 Each replayed sequence is one person (track id 1, 2, ...) and all of them play at once, so
 `--people 3` puts three people in every frame. Stamps are `start + frame / rate`, the same on
-all topics of one frame. Without a file, a GENERATED sample (d3p_model.data.synthetic, never
-Human3.6M) is replayed.
+all topics of one frame. Without a file, a GENERATED sample is replayed: synthetic motion
+(never Human3.6M) lifted by the shipped base lifter (d3p_model.data.demo_sample).
 
 Run:  python -m d3p_ros.replay [FILE.npz] [--people N] [--rate 50] [--frames N]
 """
@@ -25,13 +25,13 @@ from rclpy.utilities import remove_ros_args
 from d3p_model.data.predictions import load_predictions
 from d3p_model.skeleton import H36M17
 
-SAMPLE_NOTE = "GENERATED sample (d3p_model.data.synthetic), not Human3.6M data"
+SAMPLE_NOTE = ("GENERATED sample (synthetic motion lifted by the shipped base lifter), "
+               "not Human3.6M data")
 
 
 def generated_sample(people: int, frames: int, seed: int = 7):
-    from d3p_model.data.synthetic import make_synthetic_predictions
-    return make_synthetic_predictions(num_sequences=people, num_frames=frames, seed=seed,
-                                      subjects=["SYNDEMO"])
+    from d3p_model.data.demo_sample import make_demo_sample
+    return make_demo_sample(num_people=people, num_frames=frames, seed=seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
