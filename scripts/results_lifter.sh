@@ -14,7 +14,7 @@ for setting in gt2d sh2d; do
   if [ ! -f "$pred/test.npz" ] || [ ! -f "$pred/train_heldout.npz" ]; then
     $D3P predict --setting "$setting"
   fi
-  $D3P smooth tune "$pred/train_heldout.npz" -o "$OUT/smoother_$setting.json" --sequence-stride 4
+  $D3P smooth tune "$pred/train_heldout.npz" -o "$OUT/smoother_$setting.json" --sequence-stride 16
   $D3P smooth apply "$pred/test.npz" -o "$pred/test_smoothed.npz" --params "$OUT/smoother_$setting.json"
   $D3P evaluate "$pred/test.npz" "$pred/test_smoothed.npz" --labels lifter smoother \
     --json "$OUT/lifter_${setting}_test.json" --markdown "$OUT/lifter_${setting}_test.md"
