@@ -158,7 +158,16 @@ def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(D3PModelError, match="cnd.npz"):
         D3PRefiner.load(model_dir)
     assert issubclass(D3PModelError, ValueError)
-    assert default_model_dir().name == "default"
+
+
+def test_shipped_default_model_loads_and_refines():
+    refiner = D3PRefiner.load(default_model_dir())
+    assert refiner.steps >= 1 and refiner.window >= 1
+    uncertainty = refiner.joint_uncertainty
+    assert uncertainty.shape == (17,) and uncertainty[0] == 0 and np.all(uncertainty[1:] > 0)
+    keypoints, pose = inputs(2, refiner.window)
+    out = refiner.refine_windows(keypoints, pose)
+    assert out.shape == pose.shape and np.all(np.isfinite(out))
 
 
 def test_without_diffusion_uses_one_step():
