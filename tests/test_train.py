@@ -138,6 +138,37 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     D3PRefiner.load(tmp_path / "ddp" / "model")
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("ablation", [{"noise": "real"}, {"diffusion": False}])
+def test_ablations_train(tmp_path, ablation, monkeypatch):
+    """Without CND no CND sample is drawn (the noise is the real error); without diffusion
+    every training step is at t = T and inference takes one step."""
+    from d3p_model.cnd.gaussian import TorchCND
+    from d3p_model.train import loop
+    steps_seen = []
+    real_forward = loop.forward_noisy_pose
+
+    def spy(y0, error, t, alpha_bar):
+        steps_seen.append(t.clone())
+        return real_forward(y0, error, t, alpha_bar)
+    monkeypatch.setattr(loop, "forward_noisy_pose", spy)
+    if ablation.get("noise") == "real":
+        def no_cnd(*args, **kwargs):
+            raise AssertionError("noise: real must not sample the CND")
+        monkeypatch.setattr(TorchCND, "sample", no_cnd)
+    config = {**MICRO, **ablation, "optim": {"epochs": 1, "batch_size": 8}}
+    model_dir = train_from_config(config, tmp_path / "run", progress=False)
+    refiner = D3PRefiner.load(model_dir)
+    info = json.loads((model_dir / "model.json").read_text())["info"]
+    steps = torch.cat(steps_seen)
+    if ablation.get("diffusion") is False:
+        assert refiner.steps == 1 and not refiner.diffusion
+        assert torch.all(steps == 50)
+    else:
+        assert info["noise"] == "real" and refiner.diffusion and refiner.steps == 2
+        assert len(set(steps.tolist())) > 5 and steps.min() >= 1 and steps.max() <= 50
+
+
 def test_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'epochs'"):
         load_config({**MICRO, "epochs": 3})
