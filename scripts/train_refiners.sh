@@ -12,7 +12,7 @@ configs=${*:-h36m_sh2d_t27 h36m_gt2d_t27 h36m_sh2d_t81 h36m_gt2d_t81 \
 mkdir -p runs
 train_one() {
   out="d3p_model/models/refiner/$1"
-  if [ -f "$out/weights.pt" ]; then echo "$1: already trained"; return; fi
+  if [ -f "$out/model/weights.pt" ]; then echo "$1: already trained"; return; fi
   resume=""; [ -f "$out/checkpoint.pt" ] && resume="--resume"
   "$PY" -m d3p_model.cli train "$1" --out "$out" $resume > "runs/refiner_$1.log" 2>&1 \
     && echo "$1: done" || echo "$1: FAILED (runs/refiner_$1.log)"
