@@ -346,9 +346,18 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
         gathered = [torch.zeros_like(checksum) for _ in range(world)]
         dist.all_gather(gathered, checksum)
         in_sync = all(torch.equal(gathered[0], g) for g in gathered)
-    if not is_main:
-        return None
+    model_dir = _finish(refiner, cnd, config, provenance, history, name, out_dir, in_sync,
+                        val_set, val_keys, train_set, train_keys) if is_main else None
+    if world > 1:
+        # Keep every rank alive until rank 0 has calibrated and saved: a rank that tears down
+        # its process group while a peer still works can abort the gloo transport.
+        dist.barrier()
+    return model_dir
 
+
+def _finish(refiner, cnd, config, provenance, history, name, out_dir, in_sync,
+            val_set, val_keys, train_set, train_keys) -> Path:
+    """Rank 0: per-joint uncertainty calibration, then the model directory and final log."""
     if val_keys:
         calibration = calibrate(refiner, val_set, val_keys)
         calibration["on"] = "validation"
