@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -79,21 +80,20 @@ def installed_executable_and_config():
     return executable, config
 
 
-@pytest.mark.timeout(600)  # may train the demo model first
+@pytest.mark.timeout(300)
 def test_node_starts_as_the_launch_file_starts_it(ros_env, tmp_path):
     pytest.importorskip("d3p_ros.msg", reason="messages not built (run scripts/setup.sh)")
     import rclpy
     from d3p_ros.msg import Skeleton2DArray, Skeleton3DArray
-    from d3p_ros.processes import ensure_demo_model
     from d3p_ros.testing import make_frame
     from d3p_model.data.synthetic import make_synthetic_predictions
 
     executable, config = installed_executable_and_config()
     assert config.read_text() == (REPO / "config" / "refiner.yaml").read_text(), \
         "installed config/refiner.yaml is stale: run scripts/setup.sh"
-    # The launch file passes the file, then overrides (here model_dir, as model_dir:=...).
+    # As the launch file with its default arguments: the file, and so the shipped model.
     cmd = [str(executable), "--ros-args", "-r", "__node:=d3p_refiner", "--params-file", str(config),
-           "-p", f"model_dir:={ensure_demo_model()}", "-p", "diagnostics_period:=0.2"]
+           "-p", "diagnostics_period:=0.2"]
     log = open(tmp_path / "node.log", "w")
     node_process = subprocess.Popen(cmd, env=ros_env, stdout=log, stderr=subprocess.STDOUT)
     context = rclpy.Context()
@@ -132,6 +132,11 @@ def test_node_starts_as_the_launch_file_starts_it(ros_env, tmp_path):
             pub_3d.publish(msg_3d)
             assert wait(lambda: len(outputs) > i, 20), (tmp_path / "node.log").read_text()
         assert [sk.track_id for msg in outputs for sk in msg.skeletons] == [4, 4, 4]
+        from d3p_model.refiner import D3PRefiner, default_model_dir
+        shipped = D3PRefiner.load(default_model_dir()).joint_uncertainty
+        for msg in outputs:  # the shipped model's calibrated uncertainty, no NaN
+            np.testing.assert_allclose(msg.skeletons[0].uncertainty, shipped, rtol=1e-6)
+            assert np.isfinite(msg.skeletons[0].positions).all()
     finally:
         node_process.send_signal(2)
         try:
