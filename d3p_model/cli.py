@@ -22,7 +22,6 @@ COMMANDS = {
     "plot": ("d3p_model.evaluate.plots",
              "figures: error histograms and skeleton sequences before/after refinement"),
     "flops": ("d3p_model.denoiser.flops", "count the PoseDenoiser's FLOPs per window"),
-    "export": ("d3p_model.export.onnx", "export a trained refiner to ONNX"),
 }
 
 
