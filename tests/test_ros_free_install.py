@@ -80,7 +80,7 @@ def test_wheel_holds_d3p_model_with_its_data_and_no_ros(ros_free_venv):
 def test_d3p_help_runs_without_ros(ros_free_venv, tmp_path):
     result = _run([ros_free_venv / "bin" / "d3p", "--help"], cwd=tmp_path)
     assert result.stdout.startswith("usage: d3p")
-    for command in ("train", "refine", "evaluate", "export"):
+    for command in ("train", "refine", "evaluate", "predict", "smooth"):
         assert f"\n  {command} " in result.stdout
 
 
