@@ -4,7 +4,7 @@ A model directory holds
   model.json   format/version, denoiser architecture, diffusion settings, default DDIM
                steps, per-joint uncertainty calibration, provenance (command, git commit)
   weights.pt   the PoseDenoiser's state_dict (load with weights_only=True)
-  cnd.npz      the CND statistics (mean and covariance of [error, condition])
+  cnd.pt       the CND statistics (mean and covariance of [error, condition])
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FORMAT = "d3p-refiner"
 VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
-CND_FILE = "cnd.npz"
+CND_FILE = "cnd.pt"
 
 
 class D3PModelError(ValueError):

@@ -106,7 +106,7 @@ def is_fresh(output: Path, inputs: list[Path]) -> bool:
 
 
 def model_files(model_dir: Path) -> list[Path]:
-    return [model_dir / name for name in ("model.json", "weights.pt", "cnd.npz")]
+    return [model_dir / name for name in ("model.json", "weights.pt", "cnd.pt")]
 
 
 def find_model(name: str, roots: list[Path]) -> Path | None:

@@ -109,7 +109,7 @@ def test_vectors_drop_the_root():
 def test_save_load_roundtrip_and_bad_files(tmp_path):
     mean, cov = random_gaussian(10)
     model = ConditionalNoiseModel(mean=mean, cov=cov, ridge=1e-6, num_frames=123)
-    path = tmp_path / "cnd.npz"
+    path = tmp_path / "cnd.pt"
     model.save(path)
     loaded = ConditionalNoiseModel.load(path)
     np.testing.assert_array_equal(loaded.cov, model.cov)
@@ -119,9 +119,9 @@ def test_save_load_roundtrip_and_bad_files(tmp_path):
     bad.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="bad.npz"):
         ConditionalNoiseModel.load(bad)
-    np.savez(tmp_path / "other.npz", mean=mean)
-    with pytest.raises(ValueError, match="other.npz"):
-        ConditionalNoiseModel.load(tmp_path / "other.npz")
+    torch.save({"mean": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        ConditionalNoiseModel.load(tmp_path / "other.pt")
 
 
 def test_bad_input_is_rejected():
@@ -141,8 +141,8 @@ def test_fit_cnd_command(tmp_path, capsys):
     from d3p_model.data.synthetic import make_synthetic_predictions
     predictions = make_synthetic_predictions(num_sequences=4, num_frames=100, seed=2)
     save_predictions(tmp_path / "p.npz", predictions)
-    assert d3p(["fit-cnd", str(tmp_path / "p.npz"), "-o", str(tmp_path / "cnd.npz")]) == 0
-    model = ConditionalNoiseModel.load(tmp_path / "cnd.npz")
+    assert d3p(["fit-cnd", str(tmp_path / "p.npz"), "-o", str(tmp_path / "cnd.pt")]) == 0
+    model = ConditionalNoiseModel.load(tmp_path / "cnd.pt")
     assert model.num_frames == 400
     assert "explains" in capsys.readouterr().out
     # the synthetic lifter's error depends on the condition: the CND captures that

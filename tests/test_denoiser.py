@@ -154,8 +154,8 @@ def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(D3PModelError, match="model.json"):
         D3PRefiner.load(model_dir)
     small_refiner().save(model_dir)
-    (model_dir / "cnd.npz").unlink()
-    with pytest.raises(D3PModelError, match="cnd.npz"):
+    (model_dir / "cnd.pt").unlink()
+    with pytest.raises(D3PModelError, match="cnd.pt"):
         D3PRefiner.load(model_dir)
     assert issubclass(D3PModelError, ValueError)
 

@@ -1,4 +1,4 @@
-"""`d3p fit-cnd PREDICTIONS.npz -o cnd.npz`: fit the CND on held-out lifter outputs.
+"""`d3p fit-cnd PREDICTIONS.npz -o cnd.pt`: fit the CND on held-out lifter outputs.
 
 `d3p train` fits its own CND on its training split; this command is for inspecting the
 error model of a predictions file (how much of the error the condition explains) or for
@@ -14,7 +14,7 @@ import numpy as np
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", help="predictions .npz with ground_truth_3d "
                                             "(held-out outputs on the training subjects)")
-    parser.add_argument("-o", "--output", required=True, help="CND statistics .npz to write")
+    parser.add_argument("-o", "--output", required=True, help="CND statistics file to write (.pt)")
     parser.add_argument("--ridge", type=float, default=1e-6,
                         help="relative ridge on the condition covariance (default 1e-6)")
 

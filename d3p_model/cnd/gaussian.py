@@ -147,21 +147,26 @@ class ConditionalNoiseModel:
         return float(1 - np.trace(self.cond_cov) / total) if total > 0 else 0.0
 
     def save(self, path) -> None:
+        # A tensor file like weights.pt: the CND's statistics are model parameters, loaded
+        # with weights_only=True.
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, format=np.array(FORMAT), version=np.array(VERSION), mean=self.mean,
-                 cov=self.cov, ridge=np.array(self.ridge), num_frames=np.array(self.num_frames))
+        torch.save({"format": FORMAT, "version": VERSION, "mean": torch.from_numpy(self.mean),
+                    "cov": torch.from_numpy(self.cov), "ridge": float(self.ridge),
+                    "num_frames": int(self.num_frames)}, path)
 
     @classmethod
     def load(cls, path) -> "ConditionalNoiseModel":
         """Raises ValueError naming the file on anything missing or malformed."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["format"]) != FORMAT or int(data["version"]) != VERSION:
-                    raise ValueError(f"format {str(data['format'])!r} version "
-                                     f"{int(data['version'])}, expected {FORMAT!r} {VERSION}")
-                return cls(mean=data["mean"], cov=data["cov"], ridge=float(data["ridge"]),
-                           num_frames=int(data["num_frames"]))
-        except (OSError, KeyError, ValueError, np.linalg.LinAlgError, EOFError) as err:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+            if data.get("format") != FORMAT or data.get("version") != VERSION:
+                raise ValueError(f"format {data.get('format')!r} version "
+                                 f"{data.get('version')!r}, expected {FORMAT!r} {VERSION}")
+            return cls(mean=data["mean"].numpy(), cov=data["cov"].numpy(),
+                       ridge=float(data["ridge"]), num_frames=int(data["num_frames"]))
+        except Exception as err:  # torch.load raises many types on foreign or corrupt files
             raise ValueError(f"{path}: not a valid CND file ({err})") from err
 
     def to_torch(self, device="cpu", dtype=torch.float32) -> "TorchCND":
