@@ -2,10 +2,18 @@
 
 A lifecycle node (`d3p_refiner`). configure: read parameters, load the model (a missing or
 corrupt model fails here, with the file named), create publishers. activate: (re)load the
-model if it was released, subscribe. deactivate: unsubscribe, release the model, forget the
-windows. cleanup: drop publishers and timers. With `autostart` (default) the node configures
-and activates itself, so `ros2 run` and the launch file need no lifecycle manager; if that
-configure fails the process exits with status 1.
+model if it was released, start the inference worker, subscribe. deactivate: unsubscribe,
+stop (join) the worker, release the model, forget the windows. cleanup: drop publishers and
+timers. With `autostart` (default) the node configures and activates itself, so `ros2 run`
+and the launch file need no lifecycle manager; if that configure fails the process exits
+with status 1.
+
+Threads: the subscription callbacks (executor thread) only pair, convert and push frames
+into the per-track windows. One inference worker thread, whenever it is free, takes every
+track's NEWEST ready window (all people in one backend call), refines and publishes. When
+inference is slower than the input, the frames superseded meanwhile are not refined: they
+are counted (`skipped_behind`) and warned about, instead of piling up in DDS queues. When it
+is faster, every frame is refined, one output per input as before.
 
 Run:  python -m d3p_ros.refiner_node --ros-args --params-file config/refiner.yaml
 """
@@ -13,7 +21,9 @@ Run:  python -m d3p_ros.refiner_node --ros-args --params-file config/refiner.yam
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections import deque
 
 import numpy as np
 import rclpy
@@ -35,6 +45,8 @@ from d3p_ros.windows import Push, WindowManager
 
 NODE_NAME = "d3p_refiner"
 MODES = ("causal", "lagged")
+WORKER_JOIN_TIMEOUT = 30.0      # s; a backend call longer than this is reported, not waited for
+MAX_PENDING_EMPTY = 100         # "nobody in view" frames waiting for the worker
 QOS_CHOICES = ("sensor_data", "reliable")
 
 _STR, _INT, _DBL, _BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
@@ -111,6 +123,15 @@ class RefinerNode(LifecycleNode):
         self._pub_out = self._pub_markers = self._pub_diag = self._diag_timer = None
         self._pub_debug = self.debug_renderer = None
         self._active = False
+        # Shared between the executor thread (input) and the inference worker: the windows,
+        # the pending "nobody in view" frames and the worker's stop flag.
+        self._lock = threading.RLock()
+        self._work = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._stop_requested = False
+        self._empty_frames: deque = deque()
+        self._image_lock = threading.Lock()     # debug images come in on one thread, drawn on another
+        self._latency_ms: deque = deque(maxlen=500)   # pair received -> output published
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -168,6 +189,7 @@ class RefinerNode(LifecycleNode):
                 self.get_logger().error(f"activate failed: {err}")
                 return TransitionCallbackReturn.FAILURE
         p = self.params
+        self._start_worker()
         in_qos = _qos(p["input_qos"], p["qos_depth"])
         self._subscriptions_in = [
             self.create_subscription(Skeleton2DArray, p["input_2d_topic"], self._on_2d, in_qos),
@@ -177,8 +199,8 @@ class RefinerNode(LifecycleNode):
             from sensor_msgs.msg import CameraInfo, Image
             self._subscriptions_in += [
                 self.create_subscription(Image, p["image_topic"], self._on_image, in_qos),
-                self.create_subscription(CameraInfo, p["camera_info_topic"],
-                                         self.debug_renderer.set_camera_info, in_qos),
+                self.create_subscription(CameraInfo, p["camera_info_topic"], self._on_camera_info,
+                                         in_qos),
             ]
         self._active = True
         self.get_logger().info(f"active: {p['input_2d_topic']} + {p['input_3d_topic']} -> {p['output_topic']}")
@@ -189,12 +211,15 @@ class RefinerNode(LifecycleNode):
         for sub in self._subscriptions_in:
             self.destroy_subscription(sub)
         self._subscriptions_in = []
-        if self.windows is not None:
-            self.windows.clear()
+        self._stop_worker()         # before the model goes: it may be inside a backend call
+        with self._lock:
+            if self.windows is not None:
+                self.windows.clear()
+            self._empty_frames.clear()
         if self.sync is not None:
             self.sync.clear()       # stale halves must not pair with input after reactivation
         self._release_model()
-        self.get_logger().info("inactive: unsubscribed, model released")
+        self.get_logger().info("inactive: unsubscribed, worker stopped, model released")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -210,6 +235,7 @@ class RefinerNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _teardown(self) -> None:
+        self._stop_worker()
         self._release_model()
         self.windows = self.sync = None
         for pub in (self._pub_out, self._pub_markers, self._pub_debug):
@@ -240,6 +266,72 @@ class RefinerNode(LifecycleNode):
             self.backend.close()
         self.backend = None
 
+    # ------------------------------------------------------------------ inference worker
+    def _start_worker(self) -> None:
+        if self._worker is not None and self._worker.is_alive():
+            return
+        self._stop_requested = False
+        # daemon: a backend call stuck past the join timeout must not keep the process alive
+        self._worker = threading.Thread(target=self._work_loop, name="d3p_inference", daemon=True)
+        self._worker.start()
+
+    def stop_worker(self) -> None:
+        """Stop and join the inference worker (the node's main() calls it before exiting)."""
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        worker = self._worker
+        if worker is None:
+            return
+        with self._work:
+            self._stop_requested = True
+            self._work.notify_all()
+        if worker is not threading.current_thread():
+            worker.join(WORKER_JOIN_TIMEOUT)
+            if worker.is_alive():
+                self.get_logger().error(f"inference worker still busy after {WORKER_JOIN_TIMEOUT:.0f} s: "
+                                        "abandoned (its result will not be published)")
+        self._worker = None
+
+    def _has_work(self) -> bool:
+        return self._stop_requested or bool(self._empty_frames) or (
+            self.windows is not None and self.windows.has_pending())
+
+    def _take_work(self):
+        """Under the lock: every track's newest ready window (arrays copied out), the pending
+        "nobody in view" headers, and how many ready frames were superseded."""
+        ready, skipped = self.windows.take_ready() if self.windows is not None else ([], 0)
+        empty = list(self._empty_frames)
+        self._empty_frames.clear()
+        return ready, empty, skipped
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._work:
+                self._work.wait_for(self._has_work)
+                if self._stop_requested:
+                    return
+                ready, empty, skipped = self._take_work()
+            start = time.perf_counter()
+            try:
+                if skipped:
+                    self.stats.count("skipped_behind", skipped)
+                    self.get_logger().warning(
+                        f"inference is behind the input: {skipped} frame(s) superseded before they "
+                        "could be refined were skipped (only the newest window of each person is "
+                        "refined; see skipped_behind in /diagnostics)",
+                        throttle_duration_sec=self.params["warn_throttle"])
+                self._refine_and_publish(ready, empty)
+            except Exception as err:  # noqa: BLE001 - keep the worker alive, but say so loudly
+                self.stats.count("dropped_processing_error", max(1, len(ready)))
+                try:
+                    self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
+                                            throttle_duration_sec=self.params["warn_throttle"])
+                except Exception:  # noqa: BLE001 - the context may be shutting down
+                    pass
+            if ready or empty:
+                self.stats.time((time.perf_counter() - start) * 1000.0)
+
     # ------------------------------------------------------------------ input
     def _on_2d(self, msg) -> None:
         self.stats.count("received_2d")
@@ -250,20 +342,24 @@ class RefinerNode(LifecycleNode):
         self.sync.add(1, msg)
 
     def _on_image(self, msg) -> None:
-        self.debug_renderer.add_image(stamp_to_ns(msg.header.stamp), msg)
+        with self._image_lock:
+            self.debug_renderer.add_image(stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_camera_info(self, msg) -> None:
+        with self._image_lock:
+            self.debug_renderer.set_camera_info(msg)
 
     def _on_pair(self, msg_2d, msg_3d) -> None:
-        """Never raises: whatever goes wrong with one frame is counted and logged."""
+        """Never raises: whatever goes wrong with one frame is counted and logged. Cheap:
+        converts and pushes into the windows; the worker refines."""
         if not self._active or self.backend is None:
             return
-        start = time.perf_counter()
         try:
-            self._process(msg_2d, msg_3d)
+            self._process(msg_2d, msg_3d, time.perf_counter())
         except Exception as err:  # noqa: BLE001 - keep the node alive, but say so loudly
             self.stats.count("dropped_processing_error")
             self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
                                     throttle_duration_sec=self.params["warn_throttle"])
-        self.stats.time((time.perf_counter() - start) * 1000.0)
 
     def _read_people(self, skeletons, convert, kind: str) -> dict:
         people = {}
@@ -284,7 +380,7 @@ class RefinerNode(LifecycleNode):
             people[person.track_id] = person
         return people
 
-    def _process(self, msg_2d, msg_3d) -> None:
+    def _process(self, msg_2d, msg_3d, received: float) -> None:
         self.stats.count("pairs")
         stamp_ns = stamp_to_ns(msg_3d.header.stamp)
         max_missing = self.params["max_missing_joints"]
@@ -297,14 +393,23 @@ class RefinerNode(LifecycleNode):
             self.get_logger().warning(f"track ids {sorted(unmatched)} are in only one of the 2D/3D "
                                       "messages: dropped",
                                       throttle_duration_sec=self.params["warn_throttle"])
-        ready = []
+        # One message's people go in under one lock hold, so the worker never sees half of it.
+        with self._work:
+            self._push_people(msg_3d, stamp_ns, people_2d, people_3d, received)
+            self._work.notify()
+
+    def _push_people(self, msg_3d, stamp_ns: int, people_2d: dict, people_3d: dict,
+                     received: float) -> None:
+        if self.windows is None:
+            return
+        pushed = False
         for track_id in sorted(set(people_2d) & set(people_3d)):
             kp, pose = people_2d[track_id], people_3d[track_id]
             filled = int((~kp.visible).sum())
             if filled:
                 self.stats.count("filled_joints", filled)
             status = self.windows.push(track_id, stamp_ns, kp.normalised, kp.visible, pose.relative,
-                                       payload=(msg_3d.header, pose, kp))
+                                       payload=(msg_3d.header, pose, kp, received))
             if not status.accepted:
                 self.stats.count(f"dropped_{status.value}")
                 self.get_logger().warning(f"track {track_id}: frame dropped ({status.value})",
@@ -316,41 +421,50 @@ class RefinerNode(LifecycleNode):
                 self.stats.count(status.value)
                 self.get_logger().warning(f"track {track_id}: window restarted ({status.value})",
                                           throttle_duration_sec=self.params["warn_throttle"])
-            window = self.windows.ready(track_id)
-            if window is not None:
-                ready.append(window)
+            pushed = True
         self.stats.count("tracks_timed_out", len(self.windows.prune(stamp_ns)))
-        if ready:
-            self._refine_and_publish(ready)
-        elif self.lag == 0 and not msg_3d.skeletons:
-            # causal: "nobody in view" goes out at the same rate as it came in
-            self._publish(msg_3d.header, [])
+        if not pushed and self.lag == 0 and not msg_3d.skeletons:
+            # causal: "nobody in view" goes out at the same rate as it came in, in stamp
+            # order with the refined frames, so through the worker too
+            self._empty_frames.append((msg_3d.header, received))
+            if len(self._empty_frames) > MAX_PENDING_EMPTY:
+                self._empty_frames.popleft()
+                self.stats.count("skipped_behind")
 
-    def _refine_and_publish(self, ready) -> None:
-        keypoints = np.stack([w.keypoints_2d for w in ready])
-        poses = np.stack([w.pose_3d for w in ready])
-        try:
-            refined = self.backend.refine(keypoints, poses)
-        except Exception as err:  # noqa: BLE001
-            self.stats.count("dropped_inference_error", len(ready))
-            self.get_logger().error(f"inference failed, {len(ready)} skeletons dropped: {err}",
-                                    throttle_duration_sec=self.params["warn_throttle"])
-            return
-        self.stats.count("inference_batches")
-        groups = {}  # (stamp, frame_id) -> (header, people): lagged outputs may mix stamps
+    def _refine_and_publish(self, ready, empty=()) -> None:
+        """Runs on the worker: one backend call for all `ready` windows, then publishes them
+        and the `empty` ("nobody in view") frames in stamp order."""
+        groups = {}  # (stamp, frame_id) -> (header, people, received): lagged outputs may mix stamps
+        for header, received in empty:
+            groups[(stamp_to_ns(header.stamp), header.frame_id)] = (header, [], received)
+        refined = []
+        if ready:
+            keypoints = np.stack([w.keypoints_2d for w in ready])
+            poses = np.stack([w.pose_3d for w in ready])
+            try:
+                refined = self.backend.refine(keypoints, poses)
+                self.stats.count("inference_batches")
+            except Exception as err:  # noqa: BLE001
+                self.stats.count("dropped_inference_error", len(ready))
+                self.get_logger().error(f"inference failed, {len(ready)} skeletons dropped: {err}",
+                                        throttle_duration_sec=self.params["warn_throttle"])
+                ready = []
         for window, poses_out in zip(ready, refined):
-            header, pose, kp = window.frame.payload
+            header, pose, kp, received = window.frame.payload
             out = poses_out[window.output_index]
             if not np.all(np.isfinite(out)):
                 self.stats.count("dropped_non_finite_output")
                 self.get_logger().warning(f"track {window.track_id}: model output not finite, dropped",
                                           throttle_duration_sec=self.params["warn_throttle"])
                 continue
-            _, people = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id), (header, []))
+            _, people, _ = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id),
+                                             (header, [], received))
             people.append((window.track_id, out + pose.root, pose.root_relative,
                            np.minimum(kp.confidence, pose.confidence), kp.pixels))
         for key in sorted(groups):
-            self._publish(*groups[key])
+            header, people, received = groups[key]
+            self._publish(header, people)
+            self._latency_ms.append((time.perf_counter() - received) * 1000.0)
 
     def _publish(self, header, people) -> None:
         from d3p_ros.msg import Skeleton3D, Skeleton3DArray
@@ -375,8 +489,9 @@ class RefinerNode(LifecycleNode):
             c = track_color(track_id)
             return (int(c.r * 255), int(c.g * 255), int(c.b * 255))
         try:
-            image = self.debug_renderer.render(header, stamp_to_ns(header.stamp),
-                                               [(t, pos, rel, px, rgb(t)) for t, pos, rel, _, px in people])
+            with self._image_lock:
+                image = self.debug_renderer.render(header, stamp_to_ns(header.stamp),
+                                                   [(t, pos, rel, px, rgb(t)) for t, pos, rel, _, px in people])
         except ValueError as err:
             self.stats.count("debug_image_errors")
             self.get_logger().warning(f"debug image not drawn: {err}",
@@ -407,7 +522,12 @@ class RefinerNode(LifecycleNode):
             "window_fill": f"{self.windows.fill():.3f}" if self.windows else "0",
             "synchronizer": self.sync.backend if self.sync else "",
             "sync_queued": (self.sync.queued() if self.sync else 0),
+            "worker_running": self._worker is not None and self._worker.is_alive(),
         }
+        latency = np.asarray(list(self._latency_ms), dtype=np.float64)
+        for name, q in (("p50", 50), ("p99", 99)):
+            # in the node: pair received -> output published (queue wait + inference + publish)
+            info[f"node_latency_ms_{name}"] = f"{np.percentile(latency, q):.3f}" if latency.size else "nan"
         if self.sync is not None and getattr(self.sync, "evicted", None) is not None:
             self.stats.counters["dropped_unpaired"] = self.sync.evicted
         status = self.stats.status(f"{NODE_NAME}: refiner", info["device"], info,
@@ -433,6 +553,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.stop_worker()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

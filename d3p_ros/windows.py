@@ -11,6 +11,11 @@ Tracks whose last frame is more than `track_timeout` away from the newest stamp 
 Modes: `lag = 0` is causal (the newest frame is refined as soon as it arrives, the window
 padded at its start by repeating the first frame); `lag = L > 0` refines frame t once L
 later frames exist (the output is L frames late but the model sees both sides of it).
+
+Keeping up: every accepted frame that makes an output frame ready is counted as pending on
+its track. `take_ready()` hands out only each track's newest ready window and reports how
+many older pending output frames it superseded ("skipped behind"), so a consumer slower than
+the input works on the present instead of a backlog, and says what it left out.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class WindowFrame:
 class Track:
     frames: deque = field(default_factory=deque)
     filled_joints: int = 0      # 2D joints filled from history since the track started
+    pending: int = 0            # output frames made ready since the last take_ready()
 
 
 @dataclass
@@ -79,6 +85,7 @@ class WindowManager:
         self.backward_jump_ns = int(backward_jump * 1e9)
         self.max_tracks = int(max_tracks)
         self.tracks: OrderedDict[int, Track] = OrderedDict()
+        self._orphaned = 0      # pending frames of tracks forgotten before anyone took them
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -109,6 +116,8 @@ class WindowManager:
                                        np.asarray(visible, dtype=bool))
         track.frames.append(WindowFrame(int(stamp_ns), keypoints,
                                         np.asarray(pose_3d, dtype=np.float32), payload))
+        if len(track.frames) > self.lag:
+            track.pending += 1
         self.tracks.move_to_end(track_id)
         return status
 
@@ -139,6 +148,27 @@ class WindowManager:
         return ReadyWindow(track_id, keypoints, poses, self.window - 1 - self.lag,
                            frames[len(frames) - 1 - self.lag])
 
+    def has_pending(self) -> bool:
+        return self._orphaned > 0 or any(t.pending for t in self.tracks.values())
+
+    def take_ready(self) -> tuple[list[ReadyWindow], int]:
+        """Each track's newest ready window (copied out), and how many pending output frames
+        were superseded: older ready frames of those tracks, frames of tracks forgotten or
+        restarted before they were taken. Clears what is pending."""
+        windows, skipped = [], self._orphaned
+        self._orphaned = 0
+        for track_id, track in self.tracks.items():
+            if not track.pending:
+                continue
+            window = self.ready(track_id)
+            if window is None:      # restarted since (lagged mode): nothing of it is ready
+                skipped += track.pending
+            else:
+                skipped += track.pending - 1
+                windows.append(window)
+            track.pending = 0
+        return windows, skipped
+
     def prune(self, now_ns: int) -> list[int]:
         """Forget tracks whose last frame is further than the timeout from `now_ns`.
 
@@ -147,7 +177,7 @@ class WindowManager:
         stale = [tid for tid, tr in self.tracks.items()
                  if not tr.frames or abs(now_ns - tr.frames[-1].stamp_ns) > self.timeout_ns]
         for tid in stale:
-            del self.tracks[tid]
+            self._orphaned += self.tracks.pop(tid).pending
         return stale
 
     def fill(self) -> float:
@@ -158,4 +188,5 @@ class WindowManager:
 
     def clear(self) -> None:
         self.tracks.clear()
+        self._orphaned = 0
 
