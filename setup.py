@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-        "gpu": ["onnxruntime-gpu>=1.17"],
+        "gpu": ["onnx>=1.15", "onnxruntime-gpu>=1.17"],
     },
     entry_points={"console_scripts": ["d3p = d3p_model.cli:main"]},
 )

@@ -22,6 +22,7 @@ COMMANDS = {
     "plot": ("d3p_model.evaluate.plots",
              "figures: error histograms and skeleton sequences before/after refinement"),
     "flops": ("d3p_model.denoiser.flops", "count the PoseDenoiser's FLOPs per window"),
+    "export": ("d3p_model.export.cli", "export the K-step refinement to ONNX (checked against PyTorch)"),
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .cnd.gaussian import ConditionalNoiseModel
-from .data.windows import extract_windows, stitch_windows, window_starts
+from .data.windows import check_windows, refine_in_windows
 from .denoiser.model import DenoiserConfig, PoseDenoiser
 from .diffusion.process import ddim_refine
 from .diffusion.schedule import DEFAULT_OFFSET, DEFAULT_TIMESTEPS, cosine_alpha_bar
@@ -173,15 +173,7 @@ class D3PRefiner:
     def refine_windows(self, keypoints_2d, pose_3d, steps=None) -> np.ndarray:
         keypoints_2d = np.asarray(keypoints_2d)
         pose_3d = np.asarray(pose_3d)
-        expected = (self.window, NUM_JOINTS)
-        if keypoints_2d.ndim != 4 or keypoints_2d.shape[1:] != expected + (2,):
-            raise ValueError(f"keypoints_2d must be (B, {self.window}, {NUM_JOINTS}, 2), "
-                             f"got {keypoints_2d.shape}")
-        if pose_3d.shape != keypoints_2d.shape[:-1] + (3,):
-            raise ValueError(f"pose_3d must be {keypoints_2d.shape[:-1] + (3,)} to match "
-                             f"keypoints_2d, got {pose_3d.shape}")
-        if not (np.all(np.isfinite(keypoints_2d)) and np.all(np.isfinite(pose_3d))):
-            raise ValueError("keypoints_2d and pose_3d must be finite (no NaN or inf)")
+        check_windows(keypoints_2d, pose_3d, self.window, NUM_JOINTS)
         if steps is not None and int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.denoiser.eval()
@@ -191,24 +183,6 @@ class D3PRefiner:
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
                         steps=None) -> np.ndarray:
-        keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
-        pose_3d = np.asarray(pose_3d, dtype=np.float32)
-        if keypoints_2d.ndim != 3 or keypoints_2d.shape[1:] != (NUM_JOINTS, 2):
-            raise ValueError(f"keypoints_2d must be (F, {NUM_JOINTS}, 2), got {keypoints_2d.shape}")
-        if pose_3d.shape != keypoints_2d.shape[:1] + (NUM_JOINTS, 3):
-            raise ValueError(f"pose_3d must be ({keypoints_2d.shape[0]}, {NUM_JOINTS}, 3) to "
-                             f"match keypoints_2d, got {pose_3d.shape}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        stride = self.window if stride is None else int(stride)
-        if not 1 <= stride <= self.window:
-            raise ValueError(f"stride must be in 1..{self.window} (the window), got {stride}")
-        frames = pose_3d.shape[0]
-        starts = window_starts(frames, self.window, stride)
-        outputs = []
-        for first in range(0, len(starts), batch_size):
-            chunk = starts[first:first + batch_size]
-            outputs.append(self.refine_windows(extract_windows(keypoints_2d, chunk, self.window),
-                                               extract_windows(pose_3d, chunk, self.window),
-                                               steps))
-        return stitch_windows(np.concatenate(outputs), starts, frames)
+        return refine_in_windows(lambda kp, pose: self.refine_windows(kp, pose, steps),
+                                 keypoints_2d, pose_3d, self.window, NUM_JOINTS, stride,
+                                 batch_size)

@@ -2,8 +2,9 @@
 
 A backend takes a batch of windows (B, T, 17, 2) normalised 2D + (B, T, 17, 3) root-relative
 3D and returns the refined (B, T, 17, 3). `torch` runs `D3PRefiner` (cpu or cuda, optional
-fp16). A new backend (ONNX Runtime, issue 7) is a class with the same attributes added to
-`BACKENDS`; the node needs nothing else.
+fp16); `onnx` runs the exported K-step graph in ONNX Runtime (`OnnxRefiner`: CPU, or CUDA /
+TensorRT when this onnxruntime has them). A new backend is a class with the same attributes
+added to `BACKENDS`; the node needs nothing else.
 """
 
 from __future__ import annotations
@@ -78,8 +79,36 @@ class TorchBackend(RefinerBackend):
             self._torch.cuda.empty_cache()
 
 
-# name -> class; "onnx" is added by the ONNX issue (issue 7).
-BACKENDS = {"torch": TorchBackend}
+class OnnxBackend(RefinerBackend):
+    """The model directory's `refiner_k{K}.onnx` (exported into the cache when missing or
+    stale) in ONNX Runtime; `num_threads` sets its intra-op threads."""
+
+    def __init__(self, model_dir, device: str = "cpu", fp16: bool = False, steps: int = 0,
+                 num_threads: int = 0, warn=_log.warning):
+        from d3p_model.export.runtime import OnnxRefiner
+
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0 (0 = the model's default), got {steps}")
+        self.name = "onnx"
+        self.model_dir = Path(model_dir)
+        self._refiner = OnnxRefiner.load(self.model_dir, steps=steps or None, device=device,
+                                         num_threads=num_threads, fp16=fp16, warn=warn)
+        self.device = self._refiner.device
+        self.precision = self._refiner.precision
+        self.window = self._refiner.window
+        self.steps = self._refiner.steps
+        uncertainty = self._refiner.joint_uncertainty
+        self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
+                                  and np.all(np.isfinite(uncertainty)) else None)
+
+    def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
+        return self._refiner.refine_windows(keypoints_2d, pose_3d)
+
+    def close(self) -> None:
+        self._refiner = None   # the session frees its (accelerator) memory with it
+
+
+BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend}
 
 
 def create_backend(name: str, model_dir, device: str = "cpu", fp16: bool = False,

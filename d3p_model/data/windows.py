@@ -38,3 +38,43 @@ def stitch_windows(windows: np.ndarray, starts: np.ndarray, num_frames: int) -> 
         total[start:stop] += values[: stop - start]
         count[start:stop] += 1
     return (total / count.reshape((-1,) + (1,) * (windows.ndim - 2))).astype(windows.dtype)
+
+
+def check_windows(keypoints_2d: np.ndarray, pose_3d: np.ndarray, window: int, joints: int) -> None:
+    """Raise a ValueError naming the problem unless (B, window, joints, 2) + (B, window, joints, 3)
+    finite arrays. Shared by every refiner implementation (torch, ONNX Runtime)."""
+    expected = (window, joints)
+    if keypoints_2d.ndim != 4 or keypoints_2d.shape[1:] != expected + (2,):
+        raise ValueError(f"keypoints_2d must be (B, {window}, {joints}, 2), got {keypoints_2d.shape}")
+    if pose_3d.shape != keypoints_2d.shape[:-1] + (3,):
+        raise ValueError(f"pose_3d must be {keypoints_2d.shape[:-1] + (3,)} to match "
+                         f"keypoints_2d, got {pose_3d.shape}")
+    if not (np.all(np.isfinite(keypoints_2d)) and np.all(np.isfinite(pose_3d))):
+        raise ValueError("keypoints_2d and pose_3d must be finite (no NaN or inf)")
+
+
+def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints: int,
+                      stride=None, batch_size: int = 256) -> np.ndarray:
+    """Refine a whole (F, J, 2) + (F, J, 3) sequence with `refine_windows(kp, pose) -> refined`
+    on batches of windows every `stride` frames (default: the window, no overlap); overlapping
+    outputs are averaged."""
+    keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
+    pose_3d = np.asarray(pose_3d, dtype=np.float32)
+    if keypoints_2d.ndim != 3 or keypoints_2d.shape[1:] != (joints, 2):
+        raise ValueError(f"keypoints_2d must be (F, {joints}, 2), got {keypoints_2d.shape}")
+    if pose_3d.shape != keypoints_2d.shape[:1] + (joints, 3):
+        raise ValueError(f"pose_3d must be ({keypoints_2d.shape[0]}, {joints}, 3) to "
+                         f"match keypoints_2d, got {pose_3d.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stride = window if stride is None else int(stride)
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride must be in 1..{window} (the window), got {stride}")
+    frames = pose_3d.shape[0]
+    starts = window_starts(frames, window, stride)
+    outputs = []
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first:first + batch_size]
+        outputs.append(refine_windows(extract_windows(keypoints_2d, chunk, window),
+                                      extract_windows(pose_3d, chunk, window)))
+    return stitch_windows(np.concatenate(outputs), starts, frames)

@@ -47,7 +47,7 @@ def ddim_refine(y_hat: torch.Tensor, predict_error: Callable[[torch.Tensor, torc
 
     predict_error(y_t, t) -> e_pred, with t a (B,) long tensor of the current step.
     """
-    timesteps = alpha_bar.shape[0] - 1
+    timesteps = int(alpha_bar.shape[0]) - 1
     grid = ddim_timesteps(timesteps, steps)
     batch = y_hat.shape[0]
     y_t = y_hat

@@ -1,0 +1,188 @@
+"""OnnxRefiner: the exported K-step refinement run by ONNX Runtime, a drop-in for D3PRefiner's
+`refine_windows` / `refine_sequence` (same inputs, same checks, same outputs within 0.1 mm).
+
+Needs numpy and onnxruntime only, unless the graph has to be exported first (then torch):
+  OnnxRefiner.load(model_dir)          model_dir/refiner_k{K}.onnx; missing or exported from
+                                       other weights -> exported into the cache, with a warning
+  OnnxRefiner.load(onnx_file=F)        a .onnx file on its own (its metadata holds model.json)
+Providers: device "cpu" -> CPU; "cuda[:N]" -> TensorRT (engine cached) and CUDA when this
+onnxruntime has them, else the CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+
+import numpy as np
+
+from ..data.windows import check_windows, refine_in_windows
+from ..skeleton import NUM_JOINTS
+from .onnx import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
+
+_log = logging.getLogger(__name__)
+
+
+def _model_error(message: str) -> Exception:
+    from ..refiner import D3PModelError   # imports torch: only on the error path
+    return D3PModelError(message)
+
+
+def _read_spec(model_dir: pathlib.Path) -> dict:
+    path = model_dir / "model.json"
+    if not model_dir.is_dir():
+        raise _model_error(f"{model_dir}: model directory does not exist")
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _model_error(f"{path}: file is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _model_error(f"{path}: not readable JSON ({err})") from err
+    if not isinstance(spec, dict) or "denoiser" not in spec or "steps" not in spec:
+        raise _model_error(f"{path}: not a d3p refiner model.json")
+    return spec
+
+
+def default_steps(spec: dict) -> int:
+    return int(spec["steps"]) if spec.get("diffusion", {}).get("enabled", True) else 1
+
+
+def providers_for(device: str, fp16: bool, cache: pathlib.Path | None, warn) -> tuple[list, str]:
+    """ONNX Runtime providers for a device string, and the precision they will run."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        if fp16:
+            warn("fp16 is only used with the TensorRT provider; running fp32 on the CPU")
+        return ["CPUExecutionProvider"], "fp32"
+    if not device.startswith("cuda"):
+        raise ValueError(f"onnx backend: device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    device_id = int(device.split(":", 1)[1]) if ":" in device else 0
+    available = set(ort.get_available_providers())
+    providers, precision = [], "fp32"
+    if "TensorrtExecutionProvider" in available:
+        options = {"device_id": device_id, "trt_fp16_enable": bool(fp16)}
+        if cache is not None:   # building an engine takes minutes: do it once per model
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+        providers.append(("TensorrtExecutionProvider", options))
+        precision = "fp16" if fp16 else "fp32"
+    if "CUDAExecutionProvider" in available:
+        providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
+    if not providers:
+        warn(f"device {device!r} requested but this onnxruntime has no CUDA provider "
+             f"(install onnxruntime-gpu): running on the CPU")
+        return ["CPUExecutionProvider"], "fp32"
+    if fp16 and precision == "fp32":
+        warn("fp16 needs the TensorRT provider; running fp32 on CUDA")
+    return providers + ["CPUExecutionProvider"], precision
+
+
+def _cache_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("D3P_CACHE")
+                        or pathlib.Path(__file__).resolve().parents[2] / "cache") / "onnx"
+
+
+def resolve_onnx_file(model_dir: pathlib.Path, steps: int, warn) -> pathlib.Path:
+    """model_dir/refiner_k{K}.onnx if it was exported from these weights; else a current
+    export in the cache (made now if needed)."""
+    source = source_digest(model_dir)
+    shipped = model_dir / onnx_file_name(steps)
+    if shipped.is_file():
+        if _metadata(shipped).get(META_SOURCE) == source:
+            return shipped
+        warn(f"{shipped} was exported from other weights than {model_dir}'s: using a fresh "
+             f"export (rerun `d3p export --model {model_dir}` to update the file)")
+    cached = _cache_root() / source[:16] / onnx_file_name(steps)
+    if cached.is_file() and _metadata(cached).get(META_SOURCE) == source:
+        return cached
+    if not shipped.is_file():
+        warn(f"{shipped} does not exist: exporting the model to {cached} (once; "
+             f"`d3p export --model {model_dir}` puts it in the model directory)")
+    from .onnx import export_model_dir
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    export_model_dir(model_dir, steps, tmp)
+    os.replace(tmp, cached)   # atomic: a parallel loader never sees half a file
+    return cached
+
+
+def _metadata(path: pathlib.Path) -> dict:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        raise _model_error(f"{path}: not a readable ONNX model ({err})") from err
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OnnxRefiner:
+    def __init__(self, onnx_file, device: str = "cpu", num_threads: int = 0, fp16: bool = False,
+                 warn=_log.warning):
+        import onnxruntime as ort
+
+        self.onnx_file = pathlib.Path(onnx_file)
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = onnxruntime's default), got {num_threads}")
+        metadata = _metadata(self.onnx_file)
+        try:
+            self.spec = json.loads(metadata[META_SPEC])
+            self.steps = int(metadata[META_STEPS])
+            self.window = int(self.spec["denoiser"]["window"])
+            uncertainty = np.array([np.nan if v is None else float(v)
+                                    for v in self.spec["joint_uncertainty"]], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as err:
+            raise _model_error(f"{self.onnx_file}: not a d3p refiner export (metadata "
+                               f"{err!r} missing or bad; export with `d3p export`)") from err
+        self.joint_uncertainty = uncertainty
+        self.info = dict(self.spec.get("info") or {})
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+        cache = _cache_root() / "tensorrt"
+        providers, self.precision = providers_for(device, fp16, cache, warn)
+        if any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
+            cache.mkdir(parents=True, exist_ok=True)
+        self.session = ort.InferenceSession(str(self.onnx_file), options, providers=providers)
+        self.providers = self.session.get_providers()
+        self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
+        if self.device == "cpu":
+            self.precision = "fp32"
+
+    @classmethod
+    def load(cls, model_dir=None, steps: int | None = None, device: str = "cpu",
+             num_threads: int = 0, fp16: bool = False, onnx_file=None,
+             warn=_log.warning) -> "OnnxRefiner":
+        if onnx_file is None:
+            if model_dir is None:
+                from ..refiner import default_model_dir
+                model_dir = default_model_dir()
+            model_dir = pathlib.Path(model_dir)
+            spec = _read_spec(model_dir)
+            if steps is not None and int(steps) < 1:
+                raise ValueError(f"steps must be >= 1, got {steps}")
+            steps = default_steps(spec) if steps is None or not spec.get(
+                "diffusion", {}).get("enabled", True) else int(steps)
+            onnx_file = resolve_onnx_file(model_dir, steps, warn)
+        refiner = cls(onnx_file, device=device, num_threads=num_threads, fp16=fp16, warn=warn)
+        if steps is not None and refiner.steps != int(steps):
+            raise ValueError(f"{onnx_file} runs {refiner.steps} DDIM steps, not {steps} "
+                             f"(export it with `d3p export --steps {steps}`)")
+        refiner.model_dir = pathlib.Path(model_dir) if model_dir is not None else None
+        return refiner
+
+    def refine_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
+        keypoints_2d = np.ascontiguousarray(keypoints_2d, dtype=np.float32)
+        pose_3d = np.ascontiguousarray(pose_3d, dtype=np.float32)
+        check_windows(keypoints_2d, pose_3d, self.window, NUM_JOINTS)
+        (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
+        return refined
+
+    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256) -> np.ndarray:
+        return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, self.window,
+                                 NUM_JOINTS, stride, batch_size)
