@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Offline throughput: `d3p refine`-style refinement of every sequence of a predictions file.
+
+For each model (T = 81 and 27, the shipped h36m_sh2d refiners), K = 2, each stride
+(non-overlapping, stride = T, and overlapping, stride = T / 3: the docs' example refines the
+T = 27 model with stride 9) and each backend (torch, onnx) with 2 threads and batches of 256
+windows: total frames, windows, wall seconds, frames per second and times real time per camera
+stream (Human3.6M is 50 Hz: fps / 50). Target of issue 7: >= 50x real time.
+
+Timed per configuration: what `d3p refine` does per sequence (normalise the 2D keypoints,
+make the pose root-relative, `refine_sequence`), over all sequences, after one warm-up batch.
+Loading the file is not timed. Each backend runs in a fresh interpreter (thread settings do
+not leak).
+
+    .venv/bin/python benchmarks/offline_throughput.py     # cache/predictions/sh2d/test.npz
+    .venv/bin/python benchmarks/offline_throughput.py --predictions FILE [--quick]
+Writes benchmarks/results/offline_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+NAME = "offline_throughput"
+BACKENDS = ("torch", "onnx")
+DEFAULT_PREDICTIONS = common.REPO / "cache" / "predictions" / "sh2d" / "test.npz"
+TARGET_X_REALTIME = 50.0
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--predictions", default=str(DEFAULT_PREDICTIONS),
+                        help="predictions .npz to refine (default: the cached Human3.6M test "
+                             "set, cache/predictions/sh2d/test.npz, made by `d3p predict`)")
+    parser.add_argument("--windows", type=int, nargs="+", default=[81, 27],
+                        help="models by window T (27, 81: the shipped h36m_sh2d refiners)")
+    parser.add_argument("--steps", type=int, default=2, help="DDIM steps K")
+    parser.add_argument("--overlap-divisor", type=int, default=3,
+                        help="also run overlapping windows with stride T / this (0: only "
+                             "non-overlapping windows)")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--batch-size", type=int, default=256, help="windows per batch")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--max-sequences", type=int, default=0,
+                        help="only the first N sequences (sorted keys; 0: all, the benchmark)")
+    parser.add_argument("--fps", type=float, default=common.H36M_FPS,
+                        help="camera frame rate for 'times real time' (Human3.6M: 50)")
+    common.add_common_arguments(parser)
+    parser.add_argument("--worker-result", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        # one thread: a smoke run must not stall on a busy machine's OpenMP barriers
+        args.windows, args.threads = [27], 1
+        args.max_sequences = args.max_sequences or 4
+    if min(args.windows) < 1 or args.steps < 1 or args.threads < 1 or args.batch_size < 1:
+        parser.error("--windows, --steps, --threads and --batch-size must be >= 1")
+    if args.overlap_divisor < 0 or args.max_sequences < 0:
+        parser.error("--overlap-divisor and --max-sequences must be >= 0")
+    return args
+
+
+def strides_for(window: int, overlap_divisor: int) -> list[int]:
+    strides = [window]
+    if overlap_divisor > 1 and window // overlap_divisor >= 1:
+        strides.append(window // overlap_divisor)
+    return strides
+
+
+def selected_sequences(predictions, max_sequences: int) -> list:
+    keys = sorted(key for key, _ in predictions.items())
+    if max_sequences:
+        keys = keys[:max_sequences]
+    return [predictions.sequences[key] for key in keys]
+
+
+def run_backend(args) -> dict:
+    """Worker: every (model, stride) configuration with one backend."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from d3p_model.data.predictions import load_predictions
+    from d3p_model.data.windows import window_starts
+
+    predictions = load_predictions(args.predictions)   # not timed
+    sequences = selected_sequences(predictions, args.max_sequences)
+    frames = sum(seq.num_frames for seq in sequences)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
+        for window in args.windows:
+            model_dir, weights = common.model_for_window(window, Path(scratch))
+            refiner, providers = common.load_refiner(args.worker_backend, model_dir, args.steps,
+                                                     args.device, args.threads)
+            # warm-up: first-call allocation and graph set-up are not throughput
+            first = sequences[0]
+            refiner.refine_sequence(first.keypoints_normalised()[:window],
+                                    (first.pose_3d - first.pose_3d[:, :1])[:window])
+            for stride in strides_for(window, args.overlap_divisor):
+                windows = sum(len(window_starts(seq.num_frames, window, stride))
+                              for seq in sequences)
+                start = time.perf_counter()
+                for seq in tqdm(sequences, desc=f"{args.worker_backend} T={window} "
+                                f"stride={stride}", dynamic_ncols=True):
+                    refined = refiner.refine_sequence(seq.keypoints_normalised(),
+                                                      seq.pose_3d - seq.pose_3d[:, :1],
+                                                      stride=stride, batch_size=args.batch_size)
+                wall = time.perf_counter() - start
+                if not np.all(np.isfinite(refined)):
+                    raise RuntimeError(f"{args.worker_backend} T={window}: non-finite output")
+                fps = frames / wall
+                runs.append({"backend": args.worker_backend, "device": args.device,
+                             "providers": providers, "threads": args.threads,
+                             "window": window, "steps": args.steps, "stride": stride,
+                             "batch_size": args.batch_size, "weights": weights,
+                             "sequences": len(sequences), "frames": frames, "windows": windows,
+                             "wall_s": wall, "frames_per_s": fps,
+                             "windows_per_s": windows / wall,
+                             "x_realtime_per_stream": fps / args.fps,
+                             "meets_target": fps / args.fps >= TARGET_X_REALTIME})
+    return {"runs": runs}
+
+
+def markdown(payload: dict) -> str:
+    settings = payload["settings"]
+    rows = [[r["window"], r["stride"], r["backend"], r["windows"], r["frames"],
+             f"{r['wall_s']:.1f}", f"{r['frames_per_s']:.0f}",
+             f"{r['x_realtime_per_stream']:.0f}x", "yes" if r["meets_target"] else "no"]
+            for r in payload["runs"]]
+    lines = [f"# Offline throughput ({NAME})", "", common.machine_line(payload["machine"]), "",
+             f"`d3p refine`-style refinement of {payload['sequences']} of the "
+             f"{payload['sequences_in_file']} sequences of "
+             f"`{settings['predictions']}` ({payload['frames']} frames), K = "
+             f"{settings['steps']}, {settings['threads']} threads, batches of "
+             f"{settings['batch_size']} windows, file loading not timed. Times real time = "
+             f"frames/s / {settings['fps']:g} Hz (one camera stream); target >= "
+             f"{TARGET_X_REALTIME:g}x.", "",
+             common.markdown_table(["T", "stride", "backend", "windows", "frames", "wall s",
+                                    "frames/s", "x real time", ">= 50x"], rows)]
+    for skipped in payload["skipped"]:
+        lines += ["", f"Skipped: {skipped['backend']} on {skipped['device']}: "
+                      f"{skipped['reason']}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    if args.worker_result:
+        Path(args.worker_result).write_text(json.dumps(run_backend(args)))
+        return 0
+    predictions = Path(args.predictions)
+    if not predictions.is_file():
+        print(f"offline_throughput: error: {predictions} does not exist. The default is the "
+              "Human3.6M test set as the base lifter predicts it: make it with `d3p predict` "
+              "(docs/lifter.md; needs the data in D3P_DATA), or pass --predictions FILE (any "
+              "file in the predictions format, docs/predictions-format.md).", file=sys.stderr)
+        return 2
+    from d3p_model.data.predictions import PredictionsFormatError, load_predictions
+    try:   # checked here, so a bad file is one clear error rather than a worker's traceback
+        loaded = load_predictions(predictions)
+    except PredictionsFormatError as err:
+        print(f"offline_throughput: error: {err}", file=sys.stderr)
+        return 2
+    selected = selected_sequences(loaded, args.max_sequences)
+    sequences, frames = len(selected), sum(seq.num_frames for seq in selected)
+    total_sequences = len(loaded)
+    del loaded, selected
+    machine = common.machine_description()
+    runs, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
+        for backend in args.backends:
+            reason = common.device_missing(args.device, backend)
+            if reason:
+                print(f"skipping {backend} on {args.device}: {reason}", file=sys.stderr)
+                skipped.append({"device": args.device, "backend": backend, "reason": reason})
+                continue
+            arguments = ["--predictions", str(predictions),
+                         "--windows", *[str(w) for w in args.windows],
+                         "--steps", str(args.steps), "--max-sequences", str(args.max_sequences),
+                         "--overlap-divisor", str(args.overlap_divisor),
+                         "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+                         "--device", args.device, "--fps", str(args.fps),
+                         "--worker-backend", backend]
+            runs += common.run_worker(Path(__file__), arguments, args.threads,
+                                      Path(scratch) / f"{backend}.json")["runs"]
+    payload = {"benchmark": NAME, "machine": machine,
+               "settings": {"predictions": str(predictions), "windows": args.windows,
+                            "steps": args.steps, "overlap_divisor": args.overlap_divisor,
+                            "backends": args.backends, "threads": args.threads,
+                            "batch_size": args.batch_size, "device": args.device,
+                            "fps": args.fps, "quick": args.quick,
+                            "max_sequences": args.max_sequences,
+                            "target_x_realtime": TARGET_X_REALTIME},
+               "sequences": sequences, "sequences_in_file": total_sequences, "frames": frames,
+               "runs": runs, "skipped": skipped}
+    common.write_results(args.output_dir, NAME, payload, markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Latency of one refinement: a batch of B windows (B people), T frames each, K DDIM steps.
+
+The matrix: T = 27/81/243 x K = 1/2/5 x backend {torch, onnx} x threads {1, 2} x B {1, 10},
+on the CPU (and on CUDA with --devices cpu cuda where there is one: a missing GPU is
+reported and skipped). Each (device, backend, threads) group runs in a fresh interpreter so
+thread settings cannot leak between groups. A cell calls the backend's public
+`refine_windows` (input checks and numpy conversion included, as the node calls it) after
+warm-up calls, repeated until --seconds-per-cell is spent (at least --min-reps times).
+
+T = 27 and 81 use the shipped refiners (h36m_sh2d_t27/t81); T = 243 has no trained model and
+uses the T = 81 architecture with random weights (timing only). Inputs are generated windows.
+
+    .venv/bin/python benchmarks/refine_latency.py             # the full matrix, ~10 min
+    .venv/bin/python benchmarks/refine_latency.py --quick     # smoke run, seconds
+Writes benchmarks/results/refine_latency.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import common
+
+NAME = "refine_latency"
+BACKENDS = ("torch", "onnx")
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, nargs="+", default=[27, 81, 243],
+                        help="window lengths T (frames)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5], help="DDIM steps K")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="CPU threads (torch.set_num_threads / ORT intra_op_num_threads)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 10],
+                        help="windows per call (people)")
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu"],
+                        help="cuda: torch on CUDA, onnx with the CUDA/TensorRT providers; "
+                             "skipped with a message where absent")
+    parser.add_argument("--seconds-per-cell", type=float, default=4.0,
+                        help="time budget of the repetitions of one cell")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up calls per cell")
+    parser.add_argument("--min-reps", type=int, default=3)
+    parser.add_argument("--max-reps", type=int, default=500)
+    common.add_common_arguments(parser)
+    # internal: one (device, backend, threads) group, run by the parent in a fresh process
+    parser.add_argument("--worker-result", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-device", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-scratch", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.windows, args.steps, args.threads, args.batches = [27], [2], [1], [1, 2]
+        args.seconds_per_cell, args.warmup, args.min_reps = 0.1, 1, 3
+    for name in ("windows", "steps", "threads", "batches"):
+        if min(getattr(args, name)) < 1:
+            parser.error(f"--{name} must all be >= 1")
+    return args
+
+
+def run_group(args) -> dict:
+    """Worker: every (T, K, B) cell of one (device, backend, threads) group."""
+    from tqdm import tqdm
+    threads = args.threads[0]
+    scratch = Path(args.worker_scratch)
+    cells = []
+    todo = [(t, k) for t in args.windows for k in args.steps]
+    progress = tqdm(total=len(todo) * len(args.batches), dynamic_ncols=True,
+                    desc=f"{args.worker_device} {args.worker_backend} {threads} thr")
+    for window in args.windows:
+        model_dir, weights = common.model_for_window(window, scratch)
+        keypoints, poses = common.sample_windows(window, max(args.batches))
+        for steps in args.steps:
+            refiner, providers = common.load_refiner(args.worker_backend, model_dir, steps,
+                                                     args.worker_device, threads)
+            for batch in args.batches:
+                kp, pose = keypoints[:batch], poses[:batch]
+                timing = common.time_call(lambda: refiner.refine_windows(kp, pose),
+                                          budget_s=args.seconds_per_cell, warmup=args.warmup,
+                                          min_reps=args.min_reps, max_reps=args.max_reps)
+                cells.append({"device": args.worker_device, "backend": args.worker_backend,
+                              "threads": threads, "window": window, "steps": steps,
+                              "batch": batch, "weights": weights, "providers": providers,
+                              **timing,
+                              "ms_per_window_per_person": timing["median_ms"] / batch})
+                progress.update()
+    progress.close()
+    return {"cells": cells}
+
+
+def groups(args):
+    for device in args.devices:
+        for backend in args.backends:
+            # threads matter for the CPU side only: one group on a GPU
+            for threads in (args.threads if device == "cpu" else [max(args.threads)]):
+                yield device, backend, threads
+
+
+def group_arguments(args, device, backend, threads, scratch) -> list[str]:
+    listed = lambda values: [str(v) for v in values]  # noqa: E731
+    return ["--windows", *listed(args.windows), "--steps", *listed(args.steps),
+            "--batches", *listed(args.batches), "--threads", str(threads),
+            "--seconds-per-cell", str(args.seconds_per_cell), "--warmup", str(args.warmup),
+            "--min-reps", str(args.min_reps), "--max-reps", str(args.max_reps),
+            "--worker-backend", backend, "--worker-device", device,
+            "--worker-scratch", str(scratch)]
+
+
+def markdown(payload: dict) -> str:
+    cells = payload["cells"]
+    columns = sorted({(c["device"], c["backend"], c["threads"]) for c in cells},
+                     key=lambda g: (g[0], BACKENDS.index(g[1]), g[2]))
+    keys = sorted({(c["window"], c["steps"], c["batch"]) for c in cells})
+    lookup = {(c["device"], c["backend"], c["threads"], c["window"], c["steps"], c["batch"]): c
+              for c in cells}
+    names = [f"{b} {d} {t} thr" if d != "cpu" or len({g[0] for g in columns}) > 1
+             else f"{b} {t} thr" for d, b, t in columns]
+
+    def table(value):
+        rows = []
+        for window, steps, batch in keys:
+            row = [window, steps, batch]
+            for group in columns:
+                cell = lookup.get((*group, window, steps, batch))
+                row.append(value(cell) if cell else "-")
+            rows.append(row)
+        return common.markdown_table(["T", "K", "people"] + names, rows)
+
+    lines = [f"# Refinement latency ({NAME})", "", common.machine_line(payload["machine"])]
+    if cells:
+        reps = [c["reps"] for c in cells]
+        lines += [
+             "", "Latency of one `refine_windows` call on a batch of windows (one per person), "
+             "median / p99 in ms. T = 243 uses random weights (timing only); T = 27/81 the "
+             f"shipped models. {min(reps)} to {max(reps)} repetitions per cell after warm-up "
+             f"(time-bounded: {payload['settings']['seconds_per_cell']} s per cell; with fewer "
+             "than 100 repetitions p99 is close to the maximum).", "",
+             table(lambda c: f"{c['median_ms']:.1f} / {c['p99_ms']:.1f}"), "",
+             "Per window per person (median ms / people):", "",
+             table(lambda c: f"{c['ms_per_window_per_person']:.2f}")]
+    for skipped in payload["skipped"]:
+        lines += ["", f"Skipped: {skipped['backend']} on {skipped['device']}: "
+                      f"{skipped['reason']}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    if args.worker_result:
+        Path(args.worker_result).write_text(json.dumps(run_group(args)))
+        return 0
+    machine = common.machine_description()
+    cells, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
+        scratch = Path(scratch)
+        for device, backend, threads in groups(args):
+            reason = common.device_missing(device, backend)
+            if reason:
+                if not any(s["device"] == device and s["backend"] == backend for s in skipped):
+                    print(f"skipping {backend} on {device}: {reason}", file=sys.stderr)
+                    skipped.append({"device": device, "backend": backend, "reason": reason})
+                continue
+            result = common.run_worker(Path(__file__), group_arguments(args, device, backend,
+                                                                       threads, scratch),
+                                       threads, scratch / f"{device}_{backend}_{threads}.json")
+            cells += result["cells"]
+    payload = {"benchmark": NAME, "machine": machine,
+               "settings": {"windows": args.windows, "steps": args.steps,
+                            "backends": args.backends, "threads": args.threads,
+                            "batches": args.batches, "devices": args.devices,
+                            "seconds_per_cell": args.seconds_per_cell, "warmup": args.warmup,
+                            "min_reps": args.min_reps, "max_reps": args.max_reps,
+                            "quick": args.quick,
+                            "input": "generated windows (d3p_model.data.synthetic)"},
+               "cells": cells, "skipped": skipped}
+    common.write_results(args.output_dir, NAME, payload, markdown(payload))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Smoke tests of the benchmark scripts (benchmarks/): each runs in its --quick mode and
+writes a JSON with the expected keys and self-consistent numbers, plus its markdown table.
+The numbers themselves are never checked against a speed (no timed unit tests); the
+timing, statistics and fraction-of-peak arithmetic are.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402  (benchmarks/common.py)
+
+MACHINE_KEYS = {"date_utc", "command", "git_commit", "cpu_model", "logical_cpus", "usable_cpus",
+                "load_average_at_start", "versions", "accelerators"}
+
+
+def run_script(name, *arguments, timeout=120):
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, arguments)],
+                               capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return completed
+
+
+def check_written(output_dir, name, table=True):
+    payload = json.loads((output_dir / f"{name}.json").read_text())
+    markdown = (output_dir / f"{name}.md").read_text()
+    assert payload["benchmark"] == name
+    assert MACHINE_KEYS <= set(payload["machine"])
+    assert {"torch", "onnxruntime", "numpy", "python"} <= set(payload["machine"]["versions"])
+    assert name in payload["machine"]["command"]
+    assert markdown.startswith("# ") and ("|---|" in markdown) == table
+    return payload, markdown
+
+
+# ---------------------------------------------------------------- helpers
+def test_summary_statistics():
+    samples = [0.001 * v for v in range(1, 101)]     # 1..100 ms
+    summary = common.summarise_ms(samples)
+    assert summary["reps"] == 100
+    assert summary["median_ms"] == pytest.approx(50.5)
+    assert summary["p99_ms"] == pytest.approx(np.percentile(np.arange(1, 101), 99))
+    assert summary["min_ms"] == pytest.approx(1) and summary["max_ms"] == pytest.approx(100)
+
+
+def test_time_call_respects_repetition_bounds():
+    calls = []
+    timing = common.time_call(lambda: calls.append(1), budget_s=0.05, warmup=2, min_reps=3,
+                              max_reps=7)
+    assert timing["warmup"] == 2 and timing["reps"] == 7 and len(calls) == 9
+    slow = common.time_call(lambda: calls.append(1), budget_s=0.0, warmup=1, min_reps=4)
+    assert slow["reps"] == 4                       # the minimum even with no budget left
+    with pytest.raises(ValueError):
+        common.time_call(lambda: None, min_reps=5, max_reps=2)
+
+
+def test_markdown_table():
+    assert common.markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+# ---------------------------------------------------------------- scripts
+def test_refine_latency_quick(tmp_path):
+    completed = run_script("refine_latency.py", "--quick", "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(tmp_path, "refine_latency")
+    cells = payload["cells"]
+    assert {(c["backend"], c["batch"]) for c in cells} == {("torch", 1), ("torch", 2),
+                                                          ("onnx", 1), ("onnx", 2)}
+    for cell in cells:
+        assert cell["device"] == "cpu" and cell["threads"] == 1
+        assert (cell["window"], cell["steps"]) == (27, 2)
+        assert cell["reps"] >= payload["settings"]["min_reps"]
+        assert 0 < cell["min_ms"] <= cell["median_ms"] <= cell["p99_ms"] <= cell["max_ms"]
+        assert cell["ms_per_window_per_person"] == pytest.approx(cell["median_ms"] / cell["batch"])
+        assert cell["weights"].startswith("trained")
+    assert "CPUExecutionProvider" in next(c for c in cells if c["backend"] == "onnx")["providers"]
+    assert "torch 1 thr" in markdown and "onnx 1 thr" in markdown
+    assert "Refinement latency" in completed.stdout   # the table is printed too
+
+
+def test_refine_latency_without_gpu_says_so_and_skips(tmp_path):
+    if common.device_missing("cuda", "torch") is None:
+        pytest.skip("this machine has a CUDA device: the skip path does not apply")
+    completed = run_script("refine_latency.py", "--devices", "cuda", "--windows", "27",
+                           "--steps", "1", "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "skipping torch on cuda" in completed.stderr
+    payload, markdown = check_written(tmp_path, "refine_latency", table=False)
+    assert payload["cells"] == []
+    assert {s["backend"] for s in payload["skipped"]} == {"torch", "onnx"}
+    assert "Skipped: torch on cuda" in markdown
+
+
+@pytest.fixture
+def small_predictions(tmp_path):
+    from d3p_model.data.predictions import save_predictions
+    from d3p_model.data.synthetic import make_synthetic_predictions
+    path = tmp_path / "generated.npz"
+    save_predictions(path, make_synthetic_predictions(num_sequences=2, num_frames=70,
+                                                      num_cameras=2, seed=4))
+    return path
+
+
+def test_offline_throughput_quick(tmp_path, small_predictions):
+    from d3p_model.data.predictions import load_predictions
+    from d3p_model.data.windows import window_starts
+    out = tmp_path / "results"
+    completed = run_script("offline_throughput.py", "--quick", "--predictions",
+                           small_predictions, "--output-dir", out)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(out, "offline_throughput")
+    sequences = [s for _, s in sorted(load_predictions(small_predictions).items())]
+    assert payload["sequences"] == len(sequences) == 4
+    assert payload["frames"] == 4 * 70
+    runs = payload["runs"]
+    assert {(r["backend"], r["window"], r["stride"]) for r in runs} == {
+        ("torch", 27, 27), ("torch", 27, 9), ("onnx", 27, 27), ("onnx", 27, 9)}
+    for run in runs:
+        assert run["frames"] == payload["frames"] and run["threads"] == 1
+        assert run["windows"] == sum(len(window_starts(s.num_frames, 27, run["stride"]))
+                                     for s in sequences)
+        assert run["frames_per_s"] == pytest.approx(run["frames"] / run["wall_s"])
+        assert run["x_realtime_per_stream"] == pytest.approx(run["frames_per_s"] / 50.0)
+        assert run["meets_target"] == (run["x_realtime_per_stream"] >= 50.0)
+    assert "x real time" in markdown
+
+
+def test_offline_throughput_missing_file_says_how_to_make_it(tmp_path):
+    completed = run_script("offline_throughput.py", "--predictions", tmp_path / "absent.npz",
+                           "--output-dir", tmp_path)
+    assert completed.returncode == 2
+    assert "absent.npz does not exist" in completed.stderr and "d3p predict" in completed.stderr
+    assert not (tmp_path / "offline_throughput.json").exists()
+
+
+def test_hardware_limit_quick(tmp_path):
+    # a latency result with one known cell: the fraction of peak must follow from it
+    latency = {"cells": [{"device": "cpu", "backend": "torch", "threads": 1, "window": 81,
+                          "steps": 2, "batch": 10, "median_ms": 200.0,
+                          "ms_per_window_per_person": 20.0}]}
+    (tmp_path / "refine_latency.json").write_text(json.dumps(latency))
+    completed = run_script("hardware_limit.py", "--quick", "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(tmp_path, "hardware_limit")
+    for threads in ("1", "2"):
+        peak = payload["peak"][threads]
+        assert peak["peak_gflops"] == max(peak["torch_gflops"], peak["onnxruntime_gflops"]) > 0
+    flops = {(r["window"], r["steps"]): r["flops_per_refinement"] for r in payload["flops"]}
+    assert {(27, 1), (27, 2), (81, 1), (81, 2)} <= set(flops)
+    assert flops[(81, 2)] == pytest.approx(2 * flops[(81, 1)])
+    assert flops[(81, 2)] == pytest.approx(410e6, rel=0.05)    # `d3p flops` of the T=81 model
+    (row,) = payload["fractions"]
+    ideal_ms = flops[(81, 2)] / (payload["peak"]["1"]["peak_gflops"] * 1e9) * 1e3
+    assert row["ideal_ms_per_window"] == pytest.approx(ideal_ms)
+    assert row["fraction_of_peak"] == pytest.approx(ideal_ms / 20.0)
+    assert payload["latency_source"] == str(tmp_path / "refine_latency.json")
+    for name in ("torch", "onnxruntime"):
+        entries = payload["profiles"][name]["entries"]
+        assert entries and all(0 < e["percent"] <= 100 and e["calls_per_refinement"] > 0
+                               for e in entries)
+        assert sum(e["percent"] for e in entries) <= 100.0 + 1e-6
+    ort_ops = {e["op"] for e in payload["profiles"]["onnxruntime"]["entries"]}
+    assert "MatMul" in ort_ops
+    assert "Profile: torch" in markdown and "of peak" in markdown
