@@ -514,7 +514,8 @@ class RefinerNode(LifecycleNode):
             "device": b.device if b is not None else "released",
             "precision": b.precision if b is not None else "",
             "model_loaded": b is not None,
-            "window": self.windows.window if self.windows else 0,
+            # `is not None`: an empty WindowManager is falsy (it has a length)
+            "window": self.windows.window if self.windows is not None else 0,
             "steps": b.steps if b is not None else 0,
             "mode": p["mode"],
             "lag_frames": self.lag,
