@@ -220,7 +220,8 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
         rclpy.try_shutdown(context=context)
         raise RuntimeError(f"{label}: ROS domain {domain_id} already has a refiner node on it")
     log = open(log_path, "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # cwd: `python -m d3p_ros.refiner_node` must find this checkout, not an installed copy
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=common.REPO)
     publisher = None
     try:
         pub_qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k)

@@ -115,6 +115,7 @@ class RefinerNode(LifecycleNode):
         for name, (default, ptype, description, value_range) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, ptype, description, value_range))
         self.stats = NodeStats()
+        self.stats.count("skipped_behind", 0)   # reported from the start, also while 0
         self.backend = None
         self.windows = None
         self.sync = None

@@ -302,3 +302,29 @@ def test_deactivate_while_refining_joins_the_worker_before_releasing_the_model(s
     finally:
         run.close()
     assert run.node._worker is None     # shutdown joined it too
+
+
+def test_node_latency_benchmark_quick_run(tmp_path):
+    """benchmarks/node_latency.py end to end, short, with the tiny demo model (its numbers
+    mean nothing here; that the accounting adds up does)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "node_latency.py"), "--seconds", "2", "--drain", "0.5",
+         "--model", str(ensure_demo_model()), "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads((tmp_path / "node_latency.json").read_text())
+    (row,) = payload["results"]
+    assert (row["people"], row["backend"], row["threads"], row["window"]) == (1, "torch", 1, 9)
+    assert row["input_frames"] == 100
+    assert row["output_frames"] + row["dropped_frames"] == row["input_frames"]
+    assert row["output_frames"] > 0 and row["node_skipped_behind"] is not None
+    lat = row["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 5000
+    assert 0 < row["node_cpu_percent_of_one_core"] < 250 and row["node_peak_memory_mb"] > 50
+    assert payload["machine"]["cpu_model"] and payload["machine"]["versions"]["torch"]
+    assert "| 1 | torch | 1 |" in (tmp_path / "node_latency.md").read_text()
