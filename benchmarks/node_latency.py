@@ -25,7 +25,7 @@ for the run, with ROS logs in a temporary directory (`d3p_ros.processes.ros_envi
     .venv/bin/python benchmarks/node_latency.py                      # 1 person, torch, 1 thread, 20 s
     .venv/bin/python benchmarks/node_latency.py --matrix             # {1,10} x {torch,onnx} x {1,2}
     .venv/bin/python benchmarks/node_latency.py --people 10 --backends onnx --threads 2
-    .venv/bin/python benchmarks/node_latency.py --seconds 3          # quick smoke run
+    .venv/bin/python benchmarks/node_latency.py --quick              # smoke run: 2 s, one configuration
 Writes benchmarks/results/node_latency.{json,md} (--output-dir to put them elsewhere).
 """
 
@@ -68,11 +68,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="seconds of input published after the measured interval")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
                         help="seconds for the node to start, load the model and answer")
-    parser.add_argument("--output-dir", default=str(common.DEFAULT_OUTPUT_DIR),
-                        help="where node_latency.json and .md go (default: benchmarks/results)")
+    common.add_common_arguments(parser)      # --output-dir, --quick
     args = parser.parse_args(argv)
+    if args.quick:          # checks the script works: 2 s measured, first configuration only
+        args.seconds, args.drain = 2.0, 0.5
     if args.matrix:
         args.people, args.backends, args.threads = [1, 10], list(BACKENDS), [1, 2]
+    if args.quick:
+        args.people, args.backends, args.threads = args.people[:1], args.backends[:1], args.threads[:1]
     if args.seconds <= 0 or args.rate <= 0 or args.drain < 0:
         parser.error("--seconds and --rate must be > 0, --drain >= 0")
     if min(args.people) < 1 or min(args.threads) < 0:
@@ -405,7 +408,8 @@ def markdown(payload: dict) -> str:
     table = common.markdown_table(
         ["people", "backend", "threads", "p50", "p90", "p99", "max", "answered", "dropped",
          "skipped", "out Hz/person", "node CPU %", "peak MB"], rows)
-    return f"{head}\n\n{table}\n\n{common.machine_line(payload['machine'])}\n"
+    return (f"# Refiner node end to end (node_latency.py)\n\n{head}\n\n{table}\n\n"
+            f"{common.machine_line(payload['machine'])}\n")
 
 
 def main(argv=None) -> int:

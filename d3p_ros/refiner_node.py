@@ -324,6 +324,8 @@ class RefinerNode(LifecycleNode):
                         throttle_duration_sec=self.params["warn_throttle"])
                 self._refine_and_publish(ready, empty)
             except Exception as err:  # noqa: BLE001 - keep the worker alive, but say so loudly
+                if not self.context.ok():
+                    return      # Ctrl-C shut the context down under a running pass: not an error
                 self.stats.count("dropped_processing_error", max(1, len(ready)))
                 try:
                     self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
