@@ -4,7 +4,14 @@ Pose tokens have shape (B, T, J, C). Half of the channels attend over the joints
 frame (spatial), the other half over the frames of each joint (temporal); the halves are
 concatenated and projected. This costs far less than full attention over T*J tokens and is
 the block both the base lifter and the refiner's denoiser are built from.
+
+Channel layout of the qkv projection (fixed by the trained weights): [q | k | v], each
+[spatial half | temporal half], each half split into `heads` heads of C / 2 / heads channels.
+The forward pass reads q, k and v for both halves out of that one output through views,
+without slicing or copying each of them (benchmarks/denoiser_speed.py measures it).
 """
+
+import warnings
 
 import torch
 from torch import nn
@@ -16,30 +23,62 @@ class STCAttention(nn.Module):
         super().__init__()
         if dim % 2 or (dim // 2) % heads:
             raise ValueError(f"dim {dim} must split into two halves divisible by heads {heads}")
+        self.dim = dim
         self.heads = heads
+        self.head_dim = dim // 2 // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-
-    def _attend(self, q, k, v):
-        # q, k, v: (N, L, C') -> (N, L, C'), attention over L with self.heads heads
-        n, length, c = q.shape
-        h = self.heads
-        q, k, v = (t.reshape(n, length, h, c // h).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return out.transpose(1, 2).reshape(n, length, c)
+        # The exported graph folds the softmax scale into the query rows of qkv (constant
+        # folding turns weight * scale into one initializer). Not saved: the state_dict
+        # keeps exactly the trained parameters.
+        query_scale = torch.ones(3 * dim)
+        query_scale[:dim] = self.head_dim ** -0.5
+        self.register_buffer("query_scale", query_scale, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, j, c = x.shape
-        half = c // 2
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        # spatial: sequences of J joints, one per (batch, frame)
-        spatial = self._attend(*(z[..., :half].reshape(b * t, j, half) for z in (q, k, v)))
-        spatial = spatial.reshape(b, t, j, half)
-        # temporal: sequences of T frames, one per (batch, joint)
-        temporal = self._attend(
-            *(z[..., half:].transpose(1, 2).reshape(b * j, t, half) for z in (q, k, v)))
-        temporal = temporal.reshape(b, j, t, half).transpose(1, 2)
+        if torch.onnx.is_in_onnx_export():
+            return self._forward_exported(x)
+        b, t, j, _ = x.shape
+        h, d, half = self.heads, self.head_dim, self.dim // 2
+        # (B, T, J, q/k/v, spatial/temporal, head, channel): views, no copies
+        qkv = self.qkv(x).view(b, t, j, 3, 2, h, d)
+        # spatial: a sequence of J joints per (batch, frame); SDPA takes the strided views
+        spatial = F.scaled_dot_product_attention(
+            *(qkv[:, :, :, i, 0].reshape(b * t, j, h, d).transpose(1, 2) for i in range(3)))
+        spatial = spatial.transpose(1, 2).reshape(b, t, j, half)
+        # temporal: a sequence of T frames per (batch, joint); a copy only when B > 1
+        temporal = F.scaled_dot_product_attention(
+            *(qkv[:, :, :, i, 1].permute(0, 2, 3, 1, 4).reshape(b * j, h, t, d)
+              for i in range(3)))
+        temporal = temporal.transpose(1, 2).reshape(b, j, t, half).transpose(1, 2)
         return self.proj(torch.cat([spatial, temporal], dim=-1))
+
+    def _forward_exported(self, x: torch.Tensor) -> torch.Tensor:
+        """The same attention as matmul + softmax, shaped for ONNX Runtime.
+
+        SDPA would be decomposed by the exporter anyway (with the scale applied to q and k
+        separately and one transpose per tensor); here 2D linears become Gemm nodes (bias
+        fused), the scale is folded into the weights, q/k/v of each half come out of one
+        Transpose, and the token grid (T, J) is static: only the batch is dynamic.
+        """
+        with warnings.catch_warnings():
+            # frames and joints are fixed by the model; recording them as constants is right
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            t, j = int(x.shape[1]), int(x.shape[2])
+        h, d, c, half = self.heads, self.head_dim, self.dim, self.dim // 2
+        qkv = F.linear(x.reshape(-1, c), self.qkv.weight * self.query_scale[:, None],
+                       self.qkv.bias * self.query_scale).view(-1, t, j, 3, 2, h, d)
+        spatial = _softmax_attention(qkv[:, :, :, :, 0].permute(3, 0, 1, 4, 2, 5))
+        temporal = _softmax_attention(qkv[:, :, :, :, 1].permute(3, 0, 2, 4, 1, 5))
+        spatial = spatial.permute(0, 1, 3, 2, 4).reshape(-1, half)      # (B, T, h, J, d)
+        temporal = temporal.permute(0, 3, 1, 2, 4).reshape(-1, half)    # (B, J, h, T, d)
+        return self.proj(torch.cat([spatial, temporal], dim=-1)).view(-1, t, j, c)
+
+
+def _softmax_attention(qkv: torch.Tensor) -> torch.Tensor:
+    """(3, ..., L, d) stacked q (already scaled), k, v -> (..., L, d)."""
+    q, k, v = qkv.unbind(0)
+    return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
 
 
 class MLP(nn.Module):
@@ -49,6 +88,10 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, out or dim)
 
     def forward(self, x):
+        if torch.onnx.is_in_onnx_export():
+            # 2D tokens: the exporter writes Gemm (bias fused) instead of MatMul + Add
+            return self.fc2(F.gelu(self.fc1(x.reshape(-1, x.shape[-1])))).view(
+                x.shape[:-1] + (self.fc2.out_features,))
         return self.fc2(F.gelu(self.fc1(x)))
 
 
