@@ -63,7 +63,9 @@ class TimestepModule(nn.Module):
         self.attn = STCAttention(dim, heads)
 
     def forward(self, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(step)[:, None, None, :].chunk(2, dim=-1)
+        # split with a fixed size (not chunk): the exported graph needs no shape arithmetic
+        scale, shift = self.film(step)[:, None, None, :].split(self.norm.normalized_shape[0],
+                                                                dim=-1)
         return self.attn(self.norm(tokens) * (1 + scale) + shift)
 
 

@@ -56,29 +56,49 @@ class STCAttention(nn.Module):
     def _forward_exported(self, x: torch.Tensor) -> torch.Tensor:
         """The same attention as matmul + softmax, shaped for ONNX Runtime.
 
-        SDPA would be decomposed by the exporter anyway (with the scale applied to q and k
-        separately and one transpose per tensor); here 2D linears become Gemm nodes (bias
-        fused), the scale is folded into the weights, q/k/v of each half come out of one
-        Transpose, and the token grid (T, J) is static: only the batch is dynamic.
+        The exporter would decompose SDPA anyway (scale applied to q and k separately, one
+        Transpose and Slice per tensor). Here q, k and v of each half come from their own
+        Gemm (weights: slices of the trained qkv with the softmax scale folded into the
+        query rows, constant-folded into initializers), each laid out by one Transpose, k
+        directly as k^T; the token grid (T, J) is static, only the batch is dynamic.
         """
-        with warnings.catch_warnings():
-            # frames and joints are fixed by the model; recording them as constants is right
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            t, j = int(x.shape[1]), int(x.shape[2])
+        t, j = _static_token_grid(x)
         h, d, c, half = self.heads, self.head_dim, self.dim, self.dim // 2
-        qkv = F.linear(x.reshape(-1, c), self.qkv.weight * self.query_scale[:, None],
-                       self.qkv.bias * self.query_scale).view(-1, t, j, 3, 2, h, d)
-        spatial = _softmax_attention(qkv[:, :, :, :, 0].permute(3, 0, 1, 4, 2, 5))
-        temporal = _softmax_attention(qkv[:, :, :, :, 1].permute(3, 0, 2, 4, 1, 5))
-        spatial = spatial.permute(0, 1, 3, 2, 4).reshape(-1, half)      # (B, T, h, J, d)
-        temporal = temporal.permute(0, 3, 1, 2, 4).reshape(-1, half)    # (B, J, h, T, d)
+        weight = (self.qkv.weight * self.query_scale[:, None]).view(3, 2, half, c)
+        bias = (self.qkv.bias * self.query_scale).view(3, 2, half)
+        tokens = x.reshape(-1, c)
+
+        def project(qkv: int, part: int, order: tuple) -> torch.Tensor:
+            out = F.linear(tokens, weight[qkv, part], bias[qkv, part])
+            return out.view(-1, t, j, h, d).permute(*order)
+
+        # spatial: (B, T, h, J, d), k as (B, T, h, d, J); temporal: (B, J, h, T, d)
+        spatial = _softmax_attention(project(0, 0, (0, 1, 3, 2, 4)),
+                                     project(1, 0, (0, 1, 3, 4, 2)),
+                                     project(2, 0, (0, 1, 3, 2, 4)))
+        temporal = _softmax_attention(project(0, 1, (0, 2, 3, 1, 4)),
+                                      project(1, 1, (0, 2, 3, 4, 1)),
+                                      project(2, 1, (0, 2, 3, 1, 4)))
+        spatial = spatial.permute(0, 1, 3, 2, 4).reshape(-1, half)
+        temporal = temporal.permute(0, 3, 1, 2, 4).reshape(-1, half)
         return self.proj(torch.cat([spatial, temporal], dim=-1)).view(-1, t, j, c)
 
 
-def _softmax_attention(qkv: torch.Tensor) -> torch.Tensor:
-    """(3, ..., L, d) stacked q (already scaled), k, v -> (..., L, d)."""
-    q, k, v = qkv.unbind(0)
-    return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+def _static_token_grid(x: torch.Tensor) -> tuple:
+    """(T, J) of (B, T, J, C) tokens as Python ints while exporting.
+
+    Frames and joints are fixed by the model (only the batch is dynamic), so the exported
+    graph may hold them as constants instead of Shape/Gather/Concat chains.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return int(x.shape[1]), int(x.shape[2])
+
+
+def _softmax_attention(q: torch.Tensor, k_transposed: torch.Tensor,
+                       v: torch.Tensor) -> torch.Tensor:
+    """q (..., L, d) already scaled, k^T (..., d, L), v (..., L, d) -> (..., L, d)."""
+    return torch.softmax(q @ k_transposed, dim=-1) @ v
 
 
 class MLP(nn.Module):
@@ -90,8 +110,9 @@ class MLP(nn.Module):
     def forward(self, x):
         if torch.onnx.is_in_onnx_export():
             # 2D tokens: the exporter writes Gemm (bias fused) instead of MatMul + Add
-            return self.fc2(F.gelu(self.fc1(x.reshape(-1, x.shape[-1])))).view(
-                x.shape[:-1] + (self.fc2.out_features,))
+            grid = _static_token_grid(x)
+            out = self.fc2(F.gelu(self.fc1(x.reshape(-1, self.fc1.in_features))))
+            return out.view(-1, *grid, self.fc2.out_features)
         return self.fc2(F.gelu(self.fc1(x)))
 
 
