@@ -111,6 +111,11 @@ def isolate_this_process(domain_id: int, log_dir: str) -> None:
     os.environ.pop("ROS_STATIC_PEERS", None)
 
 
+def model_window(model_dir) -> int:
+    import json
+    return int(json.loads(Path(model_dir, "model.json").read_text())["denoiser"]["window"])
+
+
 # ---------------------------------------------------------------- /proc
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
@@ -275,9 +280,8 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
             raise RuntimeError(f"{label}: node not ready. " + node_failed())
         spin_until(lambda: False, 0.5)       # the node's side of discovery settles too
 
-        window = int(diagnostics[-1].get("window") or 0)
-        if window < 1:
-            raise RuntimeError(f"{label}: the node reports no window length ({diagnostics[-1]})")
+        # older nodes reported 0 while no person was tracked: then the model file says it
+        window = int(diagnostics[-1].get("window") or 0) or model_window(model_dir)
         warmup_frames = window + int(10 * args.rate)          # at most; normally ~window + a few
         total = warmup_frames + int(round((args.seconds + args.drain) * args.rate))
         frames = make_frames(people, total, args.rate, start_ns=time.time_ns() // 1_000_000 * 1_000_000)
@@ -346,6 +350,10 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
                             for name, q in (("p50", 50), ("p90", 90), ("p99", 99))}
                            | {"max": round(float(latencies.max()), 3), "mean": round(float(latencies.mean()), 3)}
                            if latencies.size else None),
+            # a growing queue shows as latency rising over the interval: last third - first third
+            "latency_growth_ms": (round(float(np.median(latencies[-(latencies.size // 3):])
+                                             - np.median(latencies[:latencies.size // 3])), 3)
+                                  if latencies.size >= 6 else None),
             "node_cpu_percent_of_one_core": round(100.0 * (cpu_end - cpu_start) / interval, 1),
             "node_peak_memory_mb": round(peak_mb, 1),
             "bench_process_cpu_percent_of_one_core": round(100.0 * (bench_cpu_end - bench_cpu_start) / interval, 1),
@@ -353,7 +361,8 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
                                     "max": round(float(late.max()), 3)} if late.size else None,
             "node_diagnostics": {k: after.get(k) for k in (
                 "backend", "device", "precision", "processing_ms_mean", "processing_ms_p95",
-                "processing_ms_max", "node_latency_ms_p50", "node_latency_ms_p99", "inference_batches")},
+                "processing_ms_max", "node_latency_ms_p50", "node_latency_ms_p99", "input_ms_p50",
+                "input_ms_p99", "inference_batches")},
             "node_command": command,
         }
         lat = result["latency_ms"] or {}
@@ -389,14 +398,15 @@ def markdown(payload: dict) -> str:
     rows = []
     for r in payload["results"]:
         if "skipped" in r:
-            rows.append([r["people"], r["backend"], r["threads"], "skipped: " + r["skipped"]] + [""] * 9)
+            rows.append([r["people"], r["backend"], r["threads"], "skipped: " + r["skipped"]] + [""] * 10)
             continue
         lat = r["latency_ms"] or {}
         rows.append([r["people"], r["backend"], r["threads"], fmt(lat.get("p50")), fmt(lat.get("p90")),
                      fmt(lat.get("p99")), fmt(lat.get("max")),
                      f"{r['output_frames']}/{r['input_frames']}", r["dropped_frames"],
                      "-" if r["node_skipped_behind"] is None else r["node_skipped_behind"],
-                     fmt(r["output_rate_per_person_hz"]), fmt(r["node_cpu_percent_of_one_core"], 0),
+                     fmt(r["output_rate_per_person_hz"]), fmt(r.get("latency_growth_ms")),
+                     fmt(r["node_cpu_percent_of_one_core"], 0),
                      fmt(r["node_peak_memory_mb"], 0)])
     s = payload["settings"]
     head = (f"Node end to end over DDS on loopback: model {s['model']} (T = {s['window']}), "
@@ -404,10 +414,12 @@ def markdown(payload: dict) -> str:
             "measured per row after warm-up. Latency = refined receive - input publish (same "
             "stamp), ms. Dropped = measured input frames without an output; skipped = the "
             "node's skipped_behind (person-frames it did not refine because a newer frame was "
-            "waiting). CPU in % of one core, memory = peak RSS (VmHWM).")
+            "waiting). Growth = median latency of the last third of the interval - of the first "
+            "third (a growing queue makes it grow with the interval). CPU in % of one core, "
+            "memory = peak RSS (VmHWM).")
     table = common.markdown_table(
         ["people", "backend", "threads", "p50", "p90", "p99", "max", "answered", "dropped",
-         "skipped", "out Hz/person", "node CPU %", "peak MB"], rows)
+         "skipped", "out Hz/person", "growth", "node CPU %", "peak MB"], rows)
     return (f"# Refiner node end to end (node_latency.py)\n\n{head}\n\n{table}\n\n"
             f"{common.machine_line(payload['machine'])}\n")
 
@@ -445,8 +457,7 @@ def main(argv=None) -> int:
                                         "skipped": f"failed: {str(err).splitlines()[0]}"})
     finally:
         domain_lock.close()
-    import json
-    window = json.loads(Path(model_dir, "model.json").read_text()).get("denoiser", {}).get("window")
+    window = model_window(model_dir)
     payload = {
         "benchmark": NAME,
         "settings": {"model": str(Path(model_dir).relative_to(common.REPO)) if Path(model_dir).is_relative_to(common.REPO)

@@ -133,6 +133,7 @@ class RefinerNode(LifecycleNode):
         self._empty_frames: deque = deque()
         self._image_lock = threading.Lock()     # debug images come in on one thread, drawn on another
         self._latency_ms: deque = deque(maxlen=500)   # pair received -> output published
+        self._input_ms: deque = deque(maxlen=500)     # one pair: convert + push (executor thread)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -357,12 +358,14 @@ class RefinerNode(LifecycleNode):
         converts and pushes into the windows; the worker refines."""
         if not self._active or self.backend is None:
             return
+        received = time.perf_counter()
         try:
-            self._process(msg_2d, msg_3d, time.perf_counter())
+            self._process(msg_2d, msg_3d, received)
         except Exception as err:  # noqa: BLE001 - keep the node alive, but say so loudly
             self.stats.count("dropped_processing_error")
             self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
                                     throttle_duration_sec=self.params["warn_throttle"])
+        self._input_ms.append((time.perf_counter() - received) * 1000.0)
 
     def _read_people(self, skeletons, convert, kind: str) -> dict:
         people = {}
@@ -528,10 +531,12 @@ class RefinerNode(LifecycleNode):
             "sync_queued": (self.sync.queued() if self.sync else 0),
             "worker_running": self._worker is not None and self._worker.is_alive(),
         }
-        latency = np.asarray(list(self._latency_ms), dtype=np.float64)
-        for name, q in (("p50", 50), ("p99", 99)):
-            # in the node: pair received -> output published (queue wait + inference + publish)
-            info[f"node_latency_ms_{name}"] = f"{np.percentile(latency, q):.3f}" if latency.size else "nan"
+        # in the node, last 500: pair received -> output published (wait + inference + publish),
+        # and the input callbacks' share (convert + push one pair)
+        for key, samples in (("node_latency_ms", self._latency_ms), ("input_ms", self._input_ms)):
+            values = np.asarray(list(samples), dtype=np.float64)
+            for name, q in (("p50", 50), ("p99", 99)):
+                info[f"{key}_{name}"] = f"{np.percentile(values, q):.3f}" if values.size else "nan"
         if self.sync is not None and getattr(self.sync, "evicted", None) is not None:
             self.stats.counters["dropped_unpaired"] = self.sync.evicted
         status = self.stats.status(f"{NODE_NAME}: refiner", info["device"], info,
