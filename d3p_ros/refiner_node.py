@@ -514,6 +514,9 @@ class RefinerNode(LifecycleNode):
         if self._pub_diag is None:
             return
         p, b = self.params, self.backend
+        with self._lock:    # the worker reads the windows too
+            tracks = len(self.windows) if self.windows is not None else 0
+            fill = f"{self.windows.fill():.3f}" if self.windows is not None else "0"
         info = {
             "active": self._active,
             "backend": p["backend"],
@@ -525,8 +528,8 @@ class RefinerNode(LifecycleNode):
             "steps": b.steps if b is not None else 0,
             "mode": p["mode"],
             "lag_frames": self.lag,
-            "tracks": len(self.windows) if self.windows else 0,
-            "window_fill": f"{self.windows.fill():.3f}" if self.windows else "0",
+            "tracks": tracks,
+            "window_fill": fill,
             "synchronizer": self.sync.backend if self.sync else "",
             "sync_queued": (self.sync.queued() if self.sync else 0),
             "worker_running": self._worker is not None and self._worker.is_alive(),
