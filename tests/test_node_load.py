@@ -278,6 +278,22 @@ def test_slow_inference_refines_only_the_newest_frames_without_backlog(sequences
         run.close()
 
 
+def test_inference_faster_than_the_input_refines_every_frame(sequences):
+    run = InProcess(0.0)                 # the tiny model alone: milliseconds per call
+    try:
+        run.start()
+        frames = frames_of(sequences, 4000 * NS, 20, people=2)
+        run.feed(frames, period=0.1)     # 10 Hz: ample margin on a busy machine
+        assert run.wait_outputs(lambda: len(run.outputs) >= 20), run.outputs[-3:]
+        time.sleep(0.2)
+        assert [s for _, s, _ in run.outputs] == [f[0] for f in frames]
+        assert all(ids == [1, 2] for _, _, ids in run.outputs)
+        counters = run.node.stats.counters
+        assert counters["skipped_behind"] == 0 and counters["published_skeletons"] == 40
+    finally:
+        run.close()
+
+
 def test_deactivate_while_refining_joins_the_worker_before_releasing_the_model(sequences):
     run = InProcess(0.3)
     try:
