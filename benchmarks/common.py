@@ -180,15 +180,26 @@ def thread_environment(threads: int) -> dict:
     return env
 
 
-def run_worker(script: Path, arguments: list[str], threads: int, result_file: Path) -> dict:
-    """Run `script --worker ...` in a fresh interpreter (thread settings do not leak from one
-    configuration into the next) and return the JSON it wrote to `result_file`."""
+def start_worker(script: Path, arguments: list[str], threads: int, result_file: Path):
+    """Start `script ... --worker-result FILE` in a fresh interpreter (thread settings do not
+    leak from one configuration into the next); returns what `finish_worker` takes."""
     command = [sys.executable, str(script), *arguments, "--worker-result", str(result_file)]
-    completed = subprocess.run(command, env=thread_environment(threads), cwd=REPO)
-    if completed.returncode != 0:
-        raise RuntimeError(f"worker failed with exit status {completed.returncode}: "
+    return subprocess.Popen(command, env=thread_environment(threads), cwd=REPO), command, \
+        result_file
+
+
+def finish_worker(started) -> dict:
+    """Wait for a started worker and return the JSON it wrote."""
+    process, command, result_file = started
+    if process.wait() != 0:
+        raise RuntimeError(f"worker failed with exit status {process.returncode}: "
                            f"{' '.join(shlex.quote(c) for c in command)}")
-    return json.loads(result_file.read_text())
+    return json.loads(Path(result_file).read_text())
+
+
+def run_worker(script: Path, arguments: list[str], threads: int, result_file: Path) -> dict:
+    """Run one worker (see start_worker) to its end and return its JSON."""
+    return finish_worker(start_worker(script, arguments, threads, result_file))
 
 
 def set_torch_threads(threads: int) -> None:

@@ -247,6 +247,10 @@ def profile_onnxruntime(runs: int, top: int, scratch: Path) -> dict:
 
 
 # ---------------------------------------------------------------- report
+def people(count: int) -> str:
+    return "1 person" if count == 1 else f"{count} people"
+
+
 def markdown(payload: dict) -> str:
     peak = payload["peak"]
     lines = [f"# Distance to the hardware limit ({NAME})", "",
@@ -271,7 +275,7 @@ def markdown(payload: dict) -> str:
         if by_key[key]:
             best = max(by_key[key], key=lambda r: r["fraction_of_peak"])
             row += [f"{best['measured_ms_per_window']:.2f} ({best['backend']}, "
-                    f"{best['threads']} thr, {best['batch']} people)",
+                    f"{best['threads']} thr, {people(best['batch'])})",
                     f"{100 * best['fraction_of_peak']:.1f}%"]
         else:
             row += ["-", "-"]

@@ -10,9 +10,13 @@ stream (Human3.6M is 50 Hz: fps / 50). Target of issue 7: >= 50x real time.
 Timed per configuration: what `d3p refine` does per sequence (normalise the 2D keypoints,
 make the pose root-relative, `refine_sequence`), over all sequences, after one warm-up batch.
 Loading the file is not timed. Each backend runs in a fresh interpreter (thread settings do
-not leak).
+not leak). `--processes P` refines every P-th sequence in each of P processes at once (each
+with --threads threads; the wall time runs from the first start to the last end): on a
+small CPU, P single-thread processes may beat one P-thread process, whose small kernels
+spend their time synchronising threads.
 
     .venv/bin/python benchmarks/offline_throughput.py     # cache/predictions/sh2d/test.npz
+    .venv/bin/python benchmarks/offline_throughput.py --processes 2 --threads 1
     .venv/bin/python benchmarks/offline_throughput.py --predictions FILE [--quick]
 Writes benchmarks/results/offline_throughput.{json,md}.
 """
@@ -46,7 +50,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="also run overlapping windows with stride T / this (0: only "
                              "non-overlapping windows)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="refine in P processes at once, each on every P-th sequence "
+                             "(default 1: one process, as `d3p refine` runs)")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per batch")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--max-sequences", type=int, default=0,
@@ -56,13 +63,16 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     common.add_common_arguments(parser)
     parser.add_argument("--worker-result", help=argparse.SUPPRESS)
     parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-shard", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-barrier", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         # one thread: a smoke run must not stall on a busy machine's OpenMP barriers
         args.windows, args.threads = [27], 1
         args.max_sequences = args.max_sequences or 4
-    if min(args.windows) < 1 or args.steps < 1 or args.threads < 1 or args.batch_size < 1:
-        parser.error("--windows, --steps, --threads and --batch-size must be >= 1")
+    if min(args.windows) < 1 or min(args.steps, args.threads, args.batch_size,
+                                     args.processes) < 1:
+        parser.error("--windows, --steps, --threads, --processes and --batch-size must be >= 1")
     if args.overlap_divisor < 0 or args.max_sequences < 0:
         parser.error("--overlap-divisor and --max-sequences must be >= 0")
     return args
@@ -82,8 +92,22 @@ def selected_sequences(predictions, max_sequences: int) -> list:
     return [predictions.sequences[key] for key in keys]
 
 
+def wait_for_all(barrier: Path, name: str, shard: int, shards: int, timeout_s=900.0) -> None:
+    """Start a configuration in all P worker processes together: each marks itself ready
+    and waits for the others (one process: returns at once)."""
+    if shards == 1:
+        return
+    (barrier / f"{name}.{shard}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(barrier.glob(f"{name}.*"))) < shards:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {shard}: the other workers did not reach {name}")
+        time.sleep(0.005)
+
+
 def run_backend(args) -> dict:
-    """Worker: every (model, stride) configuration with one backend."""
+    """Worker: every (model, stride) configuration with one backend, on this worker's share
+    of the sequences (every P-th, from the shard index)."""
     import numpy as np
     from tqdm import tqdm
 
@@ -92,7 +116,8 @@ def run_backend(args) -> dict:
 
     predictions = load_predictions(args.predictions)   # not timed
     sequences = selected_sequences(predictions, args.max_sequences)
-    frames = sum(seq.num_frames for seq in sequences)
+    sequences = sequences[args.worker_shard::args.processes]
+    barrier = Path(args.worker_barrier) if args.worker_barrier else None
     runs = []
     with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
         for window in args.windows:
@@ -106,26 +131,79 @@ def run_backend(args) -> dict:
             for stride in strides_for(window, args.overlap_divisor):
                 windows = sum(len(window_starts(seq.num_frames, window, stride))
                               for seq in sequences)
-                start = time.perf_counter()
+                wait_for_all(barrier, f"t{window}_s{stride}", args.worker_shard, args.processes)
+                # wall clock: the parent compares the processes' start and end times
+                start = time.time()
                 for seq in tqdm(sequences, desc=f"{args.worker_backend} T={window} "
-                                f"stride={stride}", dynamic_ncols=True):
+                                f"stride={stride}", dynamic_ncols=True,
+                                disable=args.worker_shard > 0):
                     refined = refiner.refine_sequence(seq.keypoints_normalised(),
                                                       seq.pose_3d - seq.pose_3d[:, :1],
                                                       stride=stride, batch_size=args.batch_size)
-                wall = time.perf_counter() - start
+                end = time.time()
                 if not np.all(np.isfinite(refined)):
                     raise RuntimeError(f"{args.worker_backend} T={window}: non-finite output")
-                fps = frames / wall
                 runs.append({"backend": args.worker_backend, "device": args.device,
                              "providers": providers, "threads": args.threads,
                              "window": window, "steps": args.steps, "stride": stride,
                              "batch_size": args.batch_size, "weights": weights,
-                             "sequences": len(sequences), "frames": frames, "windows": windows,
-                             "wall_s": wall, "frames_per_s": fps,
-                             "windows_per_s": windows / wall,
-                             "x_realtime_per_stream": fps / args.fps,
-                             "meets_target": fps / args.fps >= TARGET_X_REALTIME})
+                             "sequences": len(sequences),
+                             "frames": sum(seq.num_frames for seq in sequences),
+                             "windows": windows, "start": start, "end": end})
     return {"runs": runs}
+
+
+def merge_shards(shard_runs: list[list[dict]], processes: int, fps_camera: float) -> list[dict]:
+    """One row per configuration from the P workers' rows: frames and windows add up, the
+    wall time runs from the first start to the last end."""
+    merged = []
+    for rows in zip(*shard_runs):
+        first = rows[0]
+        assert all((r["window"], r["stride"]) == (first["window"], first["stride"])
+                   for r in rows)
+        wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+        frames = sum(r["frames"] for r in rows)
+        windows = sum(r["windows"] for r in rows)
+        fps = frames / wall
+        run = {k: v for k, v in first.items() if k not in ("start", "end")}
+        run.update({"processes": processes, "sequences": sum(r["sequences"] for r in rows),
+                    "frames": frames, "windows": windows, "wall_s": wall,
+                    "frames_per_s": fps, "windows_per_s": windows / wall,
+                    "x_realtime_per_stream": fps / fps_camera,
+                    "meets_target": fps / fps_camera >= TARGET_X_REALTIME})
+        merged.append(run)
+    return merged
+
+
+def run_processes(args, backend: str, predictions: Path, scratch: Path) -> list[dict]:
+    """The P workers of one backend, started together; a failing one stops the others."""
+    barrier = scratch / f"barrier_{backend}"
+    barrier.mkdir()
+    arguments = ["--predictions", str(predictions), "--windows", *[str(w) for w in args.windows],
+                 "--steps", str(args.steps), "--max-sequences", str(args.max_sequences),
+                 "--overlap-divisor", str(args.overlap_divisor), "--threads", str(args.threads),
+                 "--processes", str(args.processes), "--batch-size", str(args.batch_size),
+                 "--device", args.device, "--fps", str(args.fps), "--worker-backend", backend,
+                 "--worker-barrier", str(barrier)]
+    started = [common.start_worker(Path(__file__), arguments + ["--worker-shard", str(shard)],
+                                   args.threads, scratch / f"{backend}_{shard}.json")
+               for shard in range(args.processes)]
+    try:
+        results = [common.finish_worker(worker)["runs"] for worker in started]
+    finally:
+        for process, _, _ in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    return merge_shards(results, args.processes, args.fps)
+
+
+def procs_threads(settings: dict) -> str:
+    threads = f"{settings['threads']} thread{'s' if settings['threads'] > 1 else ''}"
+    if settings.get("processes", 1) == 1:
+        return threads
+    return (f"{settings['processes']} processes at once (every P-th sequence each) with "
+            f"{threads} each")
 
 
 def markdown(payload: dict) -> str:
@@ -138,7 +216,7 @@ def markdown(payload: dict) -> str:
              f"`d3p refine`-style refinement of {payload['sequences']} of the "
              f"{payload['sequences_in_file']} sequences of "
              f"`{settings['predictions']}` ({payload['frames']} frames), K = "
-             f"{settings['steps']}, {settings['threads']} threads, batches of "
+             f"{settings['steps']}, {procs_threads(settings)}, batches of "
              f"{settings['batch_size']} windows, file loading not timed. Times real time = "
              f"frames/s / {settings['fps']:g} Hz (one camera stream); target >= "
              f"{TARGET_X_REALTIME:g}x.", "",
@@ -171,6 +249,10 @@ def main(argv=None) -> int:
     selected = selected_sequences(loaded, args.max_sequences)
     sequences, frames = len(selected), sum(seq.num_frames for seq in selected)
     total_sequences = len(loaded)
+    if args.processes > sequences:
+        print(f"offline_throughput: error: --processes {args.processes} is more than the "
+              f"{sequences} sequences to refine", file=sys.stderr)
+        return 2
     del loaded, selected
     machine = common.machine_description()
     runs, skipped = [], []
@@ -181,20 +263,12 @@ def main(argv=None) -> int:
                 print(f"skipping {backend} on {args.device}: {reason}", file=sys.stderr)
                 skipped.append({"device": args.device, "backend": backend, "reason": reason})
                 continue
-            arguments = ["--predictions", str(predictions),
-                         "--windows", *[str(w) for w in args.windows],
-                         "--steps", str(args.steps), "--max-sequences", str(args.max_sequences),
-                         "--overlap-divisor", str(args.overlap_divisor),
-                         "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-                         "--device", args.device, "--fps", str(args.fps),
-                         "--worker-backend", backend]
-            runs += common.run_worker(Path(__file__), arguments, args.threads,
-                                      Path(scratch) / f"{backend}.json")["runs"]
+            runs += run_processes(args, backend, predictions, Path(scratch))
     payload = {"benchmark": NAME, "machine": machine,
                "settings": {"predictions": str(predictions), "windows": args.windows,
                             "steps": args.steps, "overlap_divisor": args.overlap_divisor,
                             "backends": args.backends, "threads": args.threads,
-                            "batch_size": args.batch_size, "device": args.device,
+                            "processes": args.processes, "batch_size": args.batch_size, "device": args.device,
                             "fps": args.fps, "quick": args.quick,
                             "max_sequences": args.max_sequences,
                             "target_x_realtime": TARGET_X_REALTIME},

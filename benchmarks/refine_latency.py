@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -88,7 +89,9 @@ def run_group(args) -> dict:
                               "threads": threads, "window": window, "steps": steps,
                               "batch": batch, "weights": weights, "providers": providers,
                               **timing,
-                              "ms_per_window_per_person": timing["median_ms"] / batch})
+                              "ms_per_window_per_person": timing["median_ms"] / batch,
+                              # above the usable CPUs: other jobs competed, a noisy cell
+                              "load_average_1min": round(os.getloadavg()[0], 2)})
                 progress.update()
     progress.close()
     return {"cells": cells}
@@ -110,6 +113,16 @@ def group_arguments(args, device, backend, threads, scratch) -> list[str]:
             "--min-reps", str(args.min_reps), "--max-reps", str(args.max_reps),
             "--worker-backend", backend, "--worker-device", device,
             "--worker-scratch", str(scratch)]
+
+
+def load_note(payload: dict) -> str:
+    loads = [c["load_average_1min"] for c in payload["cells"] if "load_average_1min" in c]
+    if not loads:
+        return ""
+    return (f" 1-minute load average during the cells: {min(loads):.1f} to {max(loads):.1f} "
+            f"on {payload['machine']['usable_cpus']} usable CPUs (it counts the benchmark's "
+            "own threads; above the usable CPUs other jobs competed for the cores and the "
+            "cell is an upper bound).")
 
 
 def markdown(payload: dict) -> str:
@@ -140,7 +153,7 @@ def markdown(payload: dict) -> str:
              "median / p99 in ms. T = 243 uses random weights (timing only); T = 27/81 the "
              f"shipped models. {min(reps)} to {max(reps)} repetitions per cell after warm-up "
              f"(time-bounded: {payload['settings']['seconds_per_cell']} s per cell; with fewer "
-             "than 100 repetitions p99 is close to the maximum).", "",
+             "than 100 repetitions p99 is close to the maximum)." + load_note(payload), "",
              table(lambda c: f"{c['median_ms']:.1f} / {c['p99_ms']:.1f}"), "",
              "Per window per person (median ms / people):", "",
              table(lambda c: f"{c['ms_per_window_per_person']:.2f}")]

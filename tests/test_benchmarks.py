@@ -111,7 +111,8 @@ def test_offline_throughput_quick(tmp_path, small_predictions):
     from d3p_model.data.predictions import load_predictions
     from d3p_model.data.windows import window_starts
     out = tmp_path / "results"
-    completed = run_script("offline_throughput.py", "--quick", "--predictions",
+    # two processes at once, each on every other sequence: the rows must add up
+    completed = run_script("offline_throughput.py", "--quick", "--processes", 2, "--predictions",
                            small_predictions, "--output-dir", out)
     assert completed.returncode == 0, completed.stderr
     payload, markdown = check_written(out, "offline_throughput")
@@ -123,12 +124,27 @@ def test_offline_throughput_quick(tmp_path, small_predictions):
         ("torch", 27, 27), ("torch", 27, 9), ("onnx", 27, 27), ("onnx", 27, 9)}
     for run in runs:
         assert run["frames"] == payload["frames"] and run["threads"] == 1
+        assert run["processes"] == 2 and run["sequences"] == 4
         assert run["windows"] == sum(len(window_starts(s.num_frames, 27, run["stride"]))
                                      for s in sequences)
         assert run["frames_per_s"] == pytest.approx(run["frames"] / run["wall_s"])
         assert run["x_realtime_per_stream"] == pytest.approx(run["frames_per_s"] / 50.0)
         assert run["meets_target"] == (run["x_realtime_per_stream"] >= 50.0)
     assert "x real time" in markdown
+
+
+def test_offline_throughput_merges_processes():
+    import offline_throughput
+    shard = lambda start, end, frames: [{"window": 27, "stride": 27, "backend": "onnx",  # noqa
+                                         "sequences": 1, "frames": frames, "windows": 2,
+                                         "start": start, "end": end}]
+    (run,) = offline_throughput.merge_shards([shard(10.0, 12.0, 100), shard(10.5, 14.0, 300)],
+                                             2, 50.0)
+    assert (run["frames"], run["windows"], run["sequences"]) == (400, 4, 2)
+    assert run["wall_s"] == pytest.approx(4.0)          # first start to last end
+    assert run["frames_per_s"] == pytest.approx(100.0)
+    assert run["x_realtime_per_stream"] == pytest.approx(2.0) and not run["meets_target"]
+    assert "start" not in run and run["processes"] == 2
 
 
 def test_offline_throughput_missing_file_says_how_to_make_it(tmp_path):
