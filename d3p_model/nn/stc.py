@@ -7,8 +7,13 @@ the block both the base lifter and the refiner's denoiser are built from.
 
 Channel layout of the qkv projection (fixed by the trained weights): [q | k | v], each
 [spatial half | temporal half], each half split into `heads` heads of C / 2 / heads channels.
-The forward pass reads q, k and v for both halves out of that one output through views,
-without slicing or copying each of them (benchmarks/denoiser_speed.py measures it).
+
+Two schedules of the same computation (benchmarks/denoiser_speed.py times both):
+- eager PyTorch: F.scaled_dot_product_attention on views of the qkv output. On CPU its
+  fused kernel beat explicit matmul + softmax in every layout tried (softmax's exp is the
+  bound at head dim 8, and the fused kernel has the faster exp);
+- ONNX export: explicit Gemm / MatMul / Softmax with few layout nodes, what ONNX Runtime
+  runs fastest (the exporter's own decomposition of SDPA costs ~25% more there).
 """
 
 import warnings
