@@ -1,8 +1,9 @@
 """The node's counters and timings, and their diagnostic_msgs/DiagnosticStatus form.
 
 Counters only grow (since the node was activated the first time); the status level turns
-WARN when something was dropped or invalid since the previous report, or when the p95
-processing time exceeds the frame budget.
+WARN when something was dropped or invalid since the previous report, when inference fell
+behind the input (frames skipped since the previous report), or when the p95 processing
+time exceeds the frame budget.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class NodeStats:
         self.processing_ms: deque = deque(maxlen=timing_samples)
         self._lock = threading.Lock()
         self._dropped_at_last_report = 0
+        self._skipped_at_last_report = 0
 
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -76,9 +78,14 @@ class NodeStats:
         elif dropped > self._dropped_at_last_report:
             level = DiagnosticStatus.WARN
             message = f"{dropped - self._dropped_at_last_report} inputs dropped since last report"
+        elif counters.get("skipped_behind", 0) > self._skipped_at_last_report:
+            level = DiagnosticStatus.WARN
+            message = (f"inference behind the input: {counters['skipped_behind'] - self._skipped_at_last_report}"
+                       " frames skipped since last report")
         elif times.size and np.percentile(times, 95) > frame_budget_ms:
             level, message = DiagnosticStatus.WARN, "processing slower than the input rate"
         self._dropped_at_last_report = dropped
+        self._skipped_at_last_report = counters.get("skipped_behind", 0)
         return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 

@@ -354,3 +354,19 @@ def test_node_latency_benchmark_quick_run(tmp_path):
     assert payload["benchmark"] == "node_latency" and payload["settings"]["seconds"] == 2
     markdown = (tmp_path / "node_latency.md").read_text()
     assert markdown.startswith("# ") and "| 1 | torch | 1 |" in markdown
+
+
+def test_diagnostics_warn_while_frames_are_skipped():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from d3p_ros.diagnostics import NodeStats
+    stats = NodeStats()
+    stats.time(5.0)
+    assert stats.status("r", "cpu", {"active": True}, 20.0).level == DiagnosticStatus.OK
+    stats.count("skipped_behind", 7)
+    status = stats.status("r", "cpu", {"active": True}, 20.0)
+    assert status.level == DiagnosticStatus.WARN and "7 frames skipped" in status.message
+    # nothing new skipped since: back to OK, the counter itself keeps its total
+    status = stats.status("r", "cpu", {"active": True}, 20.0)
+    assert status.level == DiagnosticStatus.OK
+    assert {kv.key: kv.value for kv in status.values}["skipped_behind"] == "7"
