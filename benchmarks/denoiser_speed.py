@@ -10,11 +10,13 @@ arithmetic between them is a few microseconds and not included).
 The ONNX model is exported here with the legacy exporter (dynamo=False, opset 18, dynamic
 batch) and run with the CPUExecutionProvider; its output is checked against PyTorch.
 
-    .venv/bin/python benchmarks/denoiser_speed.py                 # everything (~4 min)
+    .venv/bin/python benchmarks/denoiser_speed.py                 # everything (~10 min idle)
     .venv/bin/python benchmarks/denoiser_speed.py --windows 81 --batches 1 --seconds 5
+    .venv/bin/python benchmarks/denoiser_speed.py --quick         # checks the script only
 
-Writes benchmarks/results/denoiser_speed.json and .md (or --out). The CPU may be shared:
-the load average before and after is recorded, and medians are what to compare.
+Writes benchmarks/results/denoiser_speed.json and .md (or --output-dir). The CPU may be
+shared: the load average before and after is recorded, and medians are what to compare.
+Threads are switched inside one process (torch.set_num_threads, ORT intra_op_num_threads).
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+import common   # benchmarks/common.py: puts this checkout first on sys.path
+
+REPO = common.REPO
 MODELS = REPO / "d3p_model" / "models" / "refiner"
 STEPS = (50, 25)   # the two steps of the default K=2 refinement
 
@@ -44,11 +47,18 @@ def parse_args(argv=None):
                         choices=["torch", "onnx"])
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="time budget per configuration (at least --min-calls calls)")
-    parser.add_argument("--min-calls", type=int, default=40)
+    parser.add_argument("--min-calls", type=int, default=20)
     parser.add_argument("--max-calls", type=int, default=2000)
-    parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--output-dir", type=pathlib.Path, default=common.DEFAULT_OUTPUT_DIR)
     parser.add_argument("--name", default="denoiser_speed", help="output file stem")
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true",
+                        help="T=27, batch 1, 1 thread, a few calls: checks the script works; "
+                             "its numbers mean nothing")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.windows, args.batches, args.threads = [27], [1], [1]
+        args.seconds, args.min_calls = 0.0, 2
+    return args
 
 
 def load_denoiser(window: int):
@@ -149,29 +159,14 @@ def onnx_parity(denoiser, path, window: int) -> float:
     return float(np.abs(onnx_out - torch_out).max())
 
 
-def machine() -> dict:
-    import onnxruntime
-    import torch
-    cpu = "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "load_average_before": list(os.getloadavg())}
-
-
 def markdown(result: dict) -> str:
+    machine = result["machine"]
     lines = ["# PoseDenoiser speed (one call; K=2 window = two calls)", "",
-             f"CPU {result['machine']['cpu']} ({result['machine']['cores']} cores), "
-             f"torch {result['machine']['torch']}, onnxruntime "
-             f"{result['machine']['onnxruntime']}; load average before "
-             f"{result['machine']['load_average_before'][0]:.2f}, after "
-             f"{result['machine']['load_average_after'][0]:.2f}.", "",
+             f"CPU {machine['cpu_model']} ({machine['usable_cpus']} usable), torch "
+             f"{machine['versions']['torch']}, onnxruntime {machine['versions']['onnxruntime']}, "
+             f"commit {machine['git_commit']}, {machine['date_utc']}; load average at start "
+             f"{machine['load_average_at_start'][0]:.2f}, at end "
+             f"{machine['load_average_at_end'][0]:.2f}.", "",
              "| backend | T | batch | threads | call median ms | call p99 ms "
              "| K=2 window median ms | K=2 window p99 ms | calls |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -192,7 +187,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
     torch.manual_seed(0)
-    result = {"machine": machine(), "command": " ".join([sys.executable] + sys.argv),
+    result = {"machine": common.machine_description(), "command": " ".join(sys.argv),
               "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v)
                            for k, v in vars(args).items()},
               "models": {}, "onnx_max_abs_diff": {}, "rows": []}
@@ -218,11 +213,13 @@ def main(argv=None) -> int:
                         result["rows"].append({"backend": backend, "window": window,
                                                "batch": batch, "threads": threads, **stats})
                         bar.update()
-    result["machine"]["load_average_after"] = list(os.getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    if args.quick:
+        result["quick"] = "a smoke run: the numbers mean nothing"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    (args.out / f"{args.name}.md").write_text(table)
+    (args.output_dir / f"{args.name}.md").write_text(table)
     print(table)
     return 0
 
