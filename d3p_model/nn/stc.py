@@ -9,11 +9,13 @@ Channel layout of the qkv projection (fixed by the trained weights): [q | k | v]
 [spatial half | temporal half], each half split into `heads` heads of C / 2 / heads channels.
 
 Two schedules of the same computation (benchmarks/denoiser_speed.py times both):
-- eager PyTorch: F.scaled_dot_product_attention on views of the qkv output. On CPU its
-  fused kernel beat explicit matmul + softmax in every layout tried (softmax's exp is the
-  bound at head dim 8, and the fused kernel has the faster exp);
-- ONNX export: explicit Gemm / MatMul / Softmax with few layout nodes, what ONNX Runtime
-  runs fastest (the exporter's own decomposition of SDPA costs ~25% more there).
+- eager PyTorch: F.scaled_dot_product_attention per half. On this project's CPU its fused
+  kernel beat explicit matmul + softmax in every layout tried (the exp of the softmax bounds
+  attention at head dim 8, and the fused kernel has the faster exp), and reading q/k/v as
+  strided views instead of the copies below was no faster (slower at batch 10: strided
+  gathers of a qkv output larger than the cache);
+- ONNX export: explicit Gemm / MatMul / Softmax with few layout nodes, which ONNX Runtime
+  runs ~20% faster than the exporter's own decomposition of SDPA.
 """
 
 import warnings
@@ -40,22 +42,27 @@ class STCAttention(nn.Module):
         query_scale[:dim] = self.head_dim ** -0.5
         self.register_buffer("query_scale", query_scale, persistent=False)
 
+    def _attend(self, q, k, v):
+        # q, k, v: (N, L, C') -> (N, L, C'), attention over L with self.heads heads
+        n, length, c = q.shape
+        h = self.heads
+        q, k, v = (t.reshape(n, length, h, c // h).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(n, length, c)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
             return self._forward_exported(x)
-        b, t, j, _ = x.shape
-        h, d, half = self.heads, self.head_dim, self.dim // 2
-        # (B, T, J, q/k/v, spatial/temporal, head, channel): views, no copies
-        qkv = self.qkv(x).view(b, t, j, 3, 2, h, d)
-        # spatial: a sequence of J joints per (batch, frame); SDPA takes the strided views
-        spatial = F.scaled_dot_product_attention(
-            *(qkv[:, :, :, i, 0].reshape(b * t, j, h, d).transpose(1, 2) for i in range(3)))
-        spatial = spatial.transpose(1, 2).reshape(b, t, j, half)
-        # temporal: a sequence of T frames per (batch, joint); a copy only when B > 1
-        temporal = F.scaled_dot_product_attention(
-            *(qkv[:, :, :, i, 1].permute(0, 2, 3, 1, 4).reshape(b * j, h, t, d)
-              for i in range(3)))
-        temporal = temporal.transpose(1, 2).reshape(b, j, t, half).transpose(1, 2)
+        b, t, j, c = x.shape
+        half = c // 2
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        # spatial: sequences of J joints, one per (batch, frame)
+        spatial = self._attend(*(z[..., :half].reshape(b * t, j, half) for z in (q, k, v)))
+        spatial = spatial.reshape(b, t, j, half)
+        # temporal: sequences of T frames, one per (batch, joint)
+        temporal = self._attend(
+            *(z[..., half:].transpose(1, 2).reshape(b * j, t, half) for z in (q, k, v)))
+        temporal = temporal.reshape(b, j, t, half).transpose(1, 2)
         return self.proj(torch.cat([spatial, temporal], dim=-1))
 
     def _forward_exported(self, x: torch.Tensor) -> torch.Tensor:
