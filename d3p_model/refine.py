@@ -1,9 +1,11 @@
-"""`d3p refine IN.npz -o OUT.npz [--model DIR] [--stride S] [--steps K] [--backend onnx]`.
+"""`d3p refine IN.npz -o OUT.npz [--model DIR] [--stride S] [--steps K] [--backend onnx] [--jobs N]`.
 
 Reads any predictions file, refines every sequence's pose_3d with a trained D3PRefiner
 (batched windows over the whole sequence) and writes a predictions file in the same format:
 2D keypoints, image sizes, ground truth and confidences are carried over unchanged.
 `--backend onnx` runs the exported graph in ONNX Runtime (the same numbers within 0.1 mm).
+`--jobs N` refines N sequences at once in N processes: this model's kernels are small, so on
+a few CPU cores N one-thread processes beat one N-thread process (docs/performance.md).
 """
 
 import argparse
@@ -26,8 +28,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch: PyTorch; onnx: ONNX Runtime (MODEL/refiner_k{K}.onnx, "
                              "exported into the cache if missing)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads (0: the library's default)")
+                        help="CPU threads per process (0: the library's default; 1 with --jobs > 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes refining sequences in parallel (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class SequenceRefiner:
+    """One loaded model behind `refine(keypoints_normalised, pose) -> refined` for a sequence."""
+
+    def __init__(self, backend: str, model_dir, steps, device: str, threads: int, stride,
+                 batch_size: int, warn=None):
+        warn = warn or (lambda m: print(f"d3p refine: {m}", file=sys.stderr))
+        if backend == "onnx":
+            from .export.runtime import OnnxRefiner
+            self.model = OnnxRefiner.load(model_dir, steps=steps, device=device,
+                                          num_threads=threads, warn=warn)
+            self.steps = self.model.steps
+            self._refine = self.model.refine_sequence
+        else:
+            import torch
+
+            from .refiner import D3PRefiner
+            if threads:
+                torch.set_num_threads(threads)
+            self.model = D3PRefiner.load(model_dir, device=device)
+            self.steps = (self.model.steps if steps is None or not self.model.diffusion
+                          else int(steps))
+            self._refine = lambda kp, pose, stride, batch_size: self.model.refine_sequence(  # noqa
+                kp, pose, stride=stride, batch_size=batch_size, steps=self.steps)
+        self.window = self.model.window
+        self.info = self.model.info
+        self.stride, self.batch_size = stride, batch_size
+
+    def refine(self, keypoints_normalised, pose):
+        return self._refine(keypoints_normalised, pose, self.stride, self.batch_size)
+
+
+_worker = None   # the SequenceRefiner of a --jobs worker process
+
+
+def _start_worker(options: dict) -> None:
+    global _worker
+    _worker = SequenceRefiner(**options)
+
+
+def _refine_in_worker(item):
+    key, keypoints_normalised, pose = item
+    return key, _worker.refine(keypoints_normalised, pose)
 
 
 def main(args) -> int:
@@ -36,31 +84,21 @@ def main(args) -> int:
 
     from .data.predictions import (Predictions, PredictionsFormatError, Sequence,
                                    load_predictions, save_predictions)
-    from .refiner import D3PModelError, D3PRefiner, default_model_dir
+    from .refiner import D3PModelError, default_model_dir
 
     model_dir = args.model or default_model_dir()
-    if args.steps is not None and args.steps < 1:
-        print(f"d3p refine: error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return 2
-    if args.threads < 0:
-        print(f"d3p refine: error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
-        return 2
+    for name, value, least in (("--steps", args.steps, 1), ("--threads", args.threads, 0),
+                               ("--jobs", args.jobs, 1), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < least:
+            print(f"d3p refine: error: {name} must be >= {least}, got {value}", file=sys.stderr)
+            return 2
+    threads = args.threads or (1 if args.jobs > 1 else 0)
+    options = dict(backend=args.backend, model_dir=str(model_dir), steps=args.steps,
+                   device=args.device, threads=threads, stride=args.stride,
+                   batch_size=args.batch_size)
     try:
-        if args.backend == "onnx":
-            from .export.runtime import OnnxRefiner
-            refiner = OnnxRefiner.load(model_dir, steps=args.steps, device=args.device,
-                                       num_threads=args.threads,
-                                       warn=lambda m: print(f"d3p refine: {m}", file=sys.stderr))
-            refine_sequence = refiner.refine_sequence
-            steps = refiner.steps
-        else:
-            import torch
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            refiner = D3PRefiner.load(model_dir, device=args.device)
-            steps = refiner.steps if args.steps is None or not refiner.diffusion else args.steps
-            refine_sequence = lambda kp, pose, stride, batch_size: refiner.refine_sequence(  # noqa
-                kp, pose, stride=stride, batch_size=batch_size, steps=steps)
+        # loaded here in any case: bad models, devices and strides fail before any work
+        refiner = SequenceRefiner(**options)
         predictions = load_predictions(args.input)
     except (D3PModelError, PredictionsFormatError, ValueError) as err:  # ValueError: bad --device
         print(f"d3p refine: error: {err}", file=sys.stderr)
@@ -69,22 +107,34 @@ def main(args) -> int:
         print(f"d3p refine: error: --stride must be in 1..{refiner.window} (the model's "
               f"window), got {args.stride}", file=sys.stderr)
         return 2
-    refined = {}
-    for key, seq in tqdm(predictions.items(), total=len(predictions), desc="refine",
-                         disable=args.no_progress, dynamic_ncols=True):
-        # the refiner works root-relative; files carry root-relative poses already
-        pose = seq.pose_3d - seq.pose_3d[:, :1]
-        out = refine_sequence(seq.keypoints_normalised(), pose, args.stride, args.batch_size)
-        refined[key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
-                                pose_3d=out.astype(np.float32),
-                                ground_truth_3d=seq.ground_truth_3d,
-                                confidence_2d=seq.confidence_2d)
+    # the refiner works root-relative; files carry root-relative poses already
+    work = ((key, seq.keypoints_normalised(), seq.pose_3d - seq.pose_3d[:, :1])
+            for key, seq in predictions.items())
+    progress = dict(total=len(predictions), desc="refine", disable=args.no_progress,
+                    dynamic_ncols=True)
+    outputs = {}
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: forked torch/onnxruntime thread pools are not safe to reuse
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(options,)) as pool:
+            for key, out in tqdm(pool.map(_refine_in_worker, work), **progress):
+                outputs[key] = out
+    else:
+        for key, keypoints, pose in tqdm(work, **progress):
+            outputs[key] = refiner.refine(keypoints, pose)
+    refined = {key: Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
+                             pose_3d=outputs[key].astype(np.float32),
+                             ground_truth_3d=seq.ground_truth_3d, confidence_2d=seq.confidence_2d)
+               for key, seq in predictions.items()}
     meta = dict(predictions.meta)
     meta["refined_by"] = {
         "refiner": "D3PRefiner", "model": str(model_dir),
         "model_name": refiner.info.get("name"), "window": refiner.window,
         "stride": args.stride or refiner.window,
-        "steps": steps, "backend": args.backend,
+        "steps": refiner.steps, "backend": args.backend,
         "input_estimator": predictions.meta.get("estimator"),
     }
     meta["estimator"] = f"{predictions.meta.get('estimator', 'unknown')}+d3prefiner"

@@ -169,11 +169,20 @@ def test_export_and_refine_cli(small_model, tmp_path, capsys):
         assert d3p(["refine", str(tmp_path / "in.npz"), "-o", str(tmp_path / f"{backend}.npz"),
                     "--model", str(model), "--backend", backend, "--threads", "1",
                     "--no-progress"]) == 0
+    # two worker processes: the same sequences, the same numbers, in the file's order
+    assert d3p(["refine", str(tmp_path / "in.npz"), "-o", str(tmp_path / "jobs.npz"),
+                "--model", str(model), "--backend", "onnx", "--jobs", "2", "--no-progress"]) == 0
     by_torch = load_predictions(tmp_path / "torch.npz")
     by_onnx = load_predictions(tmp_path / "onnx.npz")
+    by_jobs = load_predictions(tmp_path / "jobs.npz")
     assert by_onnx.meta["refined_by"]["backend"] == "onnx"
+    assert list(by_jobs.sequences) == list(by_onnx.sequences)
     for key, seq in by_torch.items():
         assert np.abs(by_onnx.sequences[key].pose_3d - seq.pose_3d).max() < TOLERANCE_M
+        np.testing.assert_allclose(by_jobs.sequences[key].pose_3d, by_onnx.sequences[key].pose_3d,
+                                   atol=1e-6)
+    assert d3p(["refine", str(tmp_path / "in.npz"), "-o", str(tmp_path / "x.npz"),
+                "--model", str(model), "--jobs", "0"]) == 2
 
 
 def test_shipped_exports_are_current():
