@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=6.0, help="replayed duration at --rate")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--mode", choices=("causal", "lagged"), default="causal")
-    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--backend", default="onnx", help="onnx (ONNX Runtime) or torch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default="", help="write the evaluator's summary here")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")

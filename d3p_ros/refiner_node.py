@@ -55,7 +55,7 @@ _STR, _INT, _DBL, _BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMET
 # name: (default, type, description, range or None). Ranges are enforced by rclpy.
 PARAMETERS = {
     "model_dir": ("", _STR, "D3PRefiner model directory; empty = the shipped default model", None),
-    "backend": ("torch", _STR, f"inference backend: {', '.join(sorted(BACKENDS))}", None),
+    "backend": ("onnx", _STR, f"inference backend: {', '.join(sorted(BACKENDS))}", None),
     "device": ("cpu", _STR, "'cpu' or 'cuda[:N]'; falls back to the CPU with a warning", None),
     "fp16": (False, _BOOL, "half precision on CUDA (ignored on the CPU)", None),
     "steps": (0, _INT, "DDIM steps K; 0 = the model's default", (0, 50)),

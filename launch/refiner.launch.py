@@ -23,7 +23,7 @@ PARAMS_FILE = os.path.join("config", "refiner.yaml")
 # launch argument (= parameter name) -> (type, description)
 OVERRIDES = {
     "model_dir": (str, "D3PRefiner model directory (empty: the shipped model)"),
-    "backend": (str, "inference backend: torch (onnx with issue 7)"),
+    "backend": (str, "inference backend: onnx (ONNX Runtime) | torch"),
     "device": (str, "cpu | cuda | cuda:N"),
     "input_2d_topic": (str, "Skeleton2DArray input topic"),
     "input_3d_topic": (str, "Skeleton3DArray input topic (the lifter's)"),

@@ -123,7 +123,7 @@ def test_uncertainty_markers_and_diagnostics(causal_run):
     marker_ids = {(m.ns, m.id) for ma in h.markers for m in ma.markers}
     assert {("d3p_bones", 1), ("d3p_bones", 2), ("d3p_joints", 1)} <= marker_ids
     values = h.counters()
-    assert values["active"] == "True" and values["backend"] == "torch" and values["device"] == "cpu"
+    assert values["active"] == "True" and values["backend"] == "onnx" and values["device"] == "cpu"
     assert int(values["published_skeletons"]) == len(output_people(h.outputs))
     assert int(values["tracks_started"]) == 2
     assert float(values["processing_ms_mean"]) > 0
