@@ -19,19 +19,10 @@ from .cnd.gaussian import ConditionalNoiseModel
 from .data.windows import check_windows, refine_in_windows
 from .denoiser.model import DenoiserConfig, PoseDenoiser
 from .diffusion.process import ddim_refine
+from .model_files import (CND_FILE, FORMAT, MODEL_FILE, VERSION, WEIGHTS_FILE,  # noqa: F401
+                          D3PModelError, read_model_spec)
 from .diffusion.schedule import DEFAULT_OFFSET, DEFAULT_TIMESTEPS, cosine_alpha_bar
 from .skeleton import NUM_JOINTS, ROOT
-
-FORMAT = "d3p-refiner"
-VERSION = 1
-MODEL_FILE = "model.json"
-WEIGHTS_FILE = "weights.pt"
-CND_FILE = "cnd.pt"
-
-
-class D3PModelError(ValueError):
-    """A missing or corrupt model directory; the message names the file and the problem."""
-
 
 # The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode).
 # Trained by `scripts/train_refiners.sh h36m_sh2d_t27`; its numbers are in docs/results/.
@@ -79,20 +70,8 @@ class D3PRefiner:
     @classmethod
     def load(cls, model_dir, device="cpu", dtype=torch.float32) -> "D3PRefiner":
         model_dir = pathlib.Path(model_dir)
-        if not model_dir.is_dir():
-            raise D3PModelError(f"{model_dir}: model directory does not exist")
         model_path = model_dir / MODEL_FILE
-        try:
-            spec = json.loads(model_path.read_text())
-        except FileNotFoundError:
-            raise D3PModelError(f"{model_path}: file is missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise D3PModelError(f"{model_path}: not readable JSON ({err})") from err
-        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-            raise D3PModelError(f"{model_path}: 'format' is not {FORMAT!r}")
-        if spec.get("version") != VERSION:
-            raise D3PModelError(f"{model_path}: version {spec.get('version')!r}, "
-                                f"this d3p reads version {VERSION}")
+        spec = read_model_spec(model_dir)
         try:
             config = DenoiserConfig.from_dict(spec["denoiser"])
             diffusion = spec["diffusion"]

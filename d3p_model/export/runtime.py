@@ -19,30 +19,11 @@ import pathlib
 import numpy as np
 
 from ..data.windows import check_windows, refine_in_windows
+from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
 from .onnx import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
 
 _log = logging.getLogger(__name__)
-
-
-def _model_error(message: str) -> Exception:
-    from ..refiner import D3PModelError   # imports torch: only on the error path
-    return D3PModelError(message)
-
-
-def _read_spec(model_dir: pathlib.Path) -> dict:
-    path = model_dir / "model.json"
-    if not model_dir.is_dir():
-        raise _model_error(f"{model_dir}: model directory does not exist")
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _model_error(f"{path}: file is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _model_error(f"{path}: not readable JSON ({err})") from err
-    if not isinstance(spec, dict) or "denoiser" not in spec or "steps" not in spec:
-        raise _model_error(f"{path}: not a d3p refiner model.json")
-    return spec
 
 
 def default_steps(spec: dict) -> int:
@@ -115,7 +96,7 @@ def _metadata(path: pathlib.Path) -> dict:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for bad files
-        raise _model_error(f"{path}: not a readable ONNX model ({err})") from err
+        raise D3PModelError(f"{path}: not a readable ONNX model ({err})") from err
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
@@ -135,7 +116,7 @@ class OnnxRefiner:
             uncertainty = np.array([np.nan if v is None else float(v)
                                     for v in self.spec["joint_uncertainty"]], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as err:
-            raise _model_error(f"{self.onnx_file}: not a d3p refiner export (metadata "
+            raise D3PModelError(f"{self.onnx_file}: not a d3p refiner export (metadata "
                                f"{err!r} missing or bad; export with `d3p export`)") from err
         self.joint_uncertainty = uncertainty
         self.info = dict(self.spec.get("info") or {})
@@ -163,7 +144,7 @@ class OnnxRefiner:
                 from ..refiner import default_model_dir
                 model_dir = default_model_dir()
             model_dir = pathlib.Path(model_dir)
-            spec = _read_spec(model_dir)
+            spec = read_model_spec(model_dir)
             if steps is not None and int(steps) < 1:
                 raise ValueError(f"steps must be >= 1, got {steps}")
             steps = default_steps(spec) if steps is None or not spec.get(
