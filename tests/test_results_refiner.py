@@ -106,7 +106,7 @@ def test_end_to_end(workspace, capsys):
     assert "| **Average** (4 actions) |" in text
     overview = (docs / "refiner.md").read_text()
     assert "| gt2d | 9 |" in overview and "(refiner_gt2d_t9.md)" in overview
-    for note in ("model h36m_gt2d_t27 not trained", "model h36m_gt2d_t9_nocnd not trained",
+    for note in ("model h36m_gt2d_t27_long not trained", "model h36m_gt2d_t9_nocnd not trained",
                  "sh2d: no smoother", "model h36m_sh2d_t9 not trained"):
         assert note in overview
 

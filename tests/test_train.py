@@ -169,6 +169,27 @@ def test_ablations_train(tmp_path, ablation, monkeypatch):
         assert len(set(steps.tolist())) > 5 and steps.min() >= 1 and steps.max() <= 50
 
 
+@pytest.mark.timeout(600)
+def test_init_from_continues_a_trained_model(tmp_path):
+    """init_from starts from another run's weights: with lr 0 the continued run's weights
+    are exactly the source's; a different architecture is refused."""
+    first = train_from_config(MICRO, tmp_path / "first", progress=False)
+    frozen = {**MICRO, "init_from": str(first), "optim": {"epochs": 1, "batch_size": 8,
+                                                          "lr": 1e-12}}
+    continued = train_from_config(frozen, tmp_path / "second", progress=False)
+    a = torch.load(first / "weights.pt", weights_only=True)
+    b = torch.load(continued / "weights.pt", weights_only=True)
+    assert all(torch.allclose(a[k], b[k], atol=1e-9) for k in a)
+    # without init_from the same run starts from its own random weights
+    fresh = train_from_config({**frozen, "init_from": None}, tmp_path / "third",
+                              progress=False)
+    c = torch.load(fresh / "weights.pt", weights_only=True)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-3) for k in a)
+    wider = {**frozen, "model": {"depth": 1, "width": 32, "heads": 1}}
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config(wider, tmp_path / "fourth", progress=False)
+
+
 def test_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'epochs'"):
         load_config({**MICRO, "epochs": 3})
@@ -188,6 +209,12 @@ def test_config_validation(tmp_path):
             train = config["data"]["train"]
             assert train.endswith("train_heldout.npz") and config["window"] == \
                 int(path.stem.split("_t")[1].split("_")[0])
+        if config["init_from"]:   # continues a committed model of the same architecture
+            source = json.loads((REPO / config["init_from"] / "model.json").read_text())
+            assert source["denoiser"]["window"] == config["window"]
+            assert source["info"]["config"]["model"] == config["model"]
+            assert source["info"]["config"]["data"] == config["data"]
+            assert source["info"]["config"]["seed"] == config["seed"]  # same validation split
 
 
 def test_training_refuses_test_subjects(tmp_path):

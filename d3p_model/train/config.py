@@ -36,6 +36,9 @@ DEFAULTS = {
     "steps": 2,                   # DDIM steps at inference (and for validation)
     "cnd_ridge": 1.0e-6,
     "optim": {"lr": 1.0e-3, "lr_decay": 0.96, "epochs": 20, "batch_size": 256},
+    # a trained model directory whose denoiser weights start this run (same architecture
+    # and window; the CND is refitted on this run's split): continue a shorter training
+    "init_from": None,
     "seed": 0,
     "checkpoint_minutes": 10.0,
     "threads": None,              # torch threads per process; None: torch's default
@@ -145,6 +148,8 @@ def _validate(config: dict, where: str) -> None:
     need(config["windows_per_epoch"] is None or (isinstance(config["windows_per_epoch"], int)
                                                  and config["windows_per_epoch"] >= 1),
          "windows_per_epoch must be a positive int or null")
+    need(config["init_from"] is None or isinstance(config["init_from"], str),
+         "init_from must be a model directory path or null")
     need(config["checkpoint_minutes"] is None or config["checkpoint_minutes"] > 0,
          "checkpoint_minutes must be positive or null")
 

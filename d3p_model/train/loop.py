@@ -35,7 +35,7 @@ from ..denoiser.model import DenoiserConfig, PoseDenoiser
 from ..diffusion.process import forward_noisy_pose
 from ..refiner import D3PRefiner, error_scale_per_joint
 from ..skeleton import NUM_JOINTS, ROOT
-from .config import REPO_ROOT, load_config
+from .config import REPO_ROOT, ConfigError, load_config, resolve_data_path
 from .dataset import WindowSet, load_training_predictions, split_validation
 
 CHECKPOINT = "checkpoint.pt"
@@ -107,6 +107,16 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
     noisy = forward_noisy_pose(truth, error, t, alpha_bar)
     predicted = model(noisy, keypoints, t)
     return ((predicted - error / scale) ** 2)[:, :, NON_ROOT].mean()
+
+
+def _init_weights(model: PoseDenoiser, model_dir) -> None:
+    """Start from another run's trained denoiser (a continued training); the architectures
+    must match exactly."""
+    source = D3PRefiner.load(resolve_data_path(model_dir))
+    if source.denoiser.config != model.config:
+        raise ConfigError(f"init_from {model_dir}: its denoiser {source.denoiser.config} differs "
+                          f"from this run's {model.config}")
+    model.load_state_dict(source.denoiser.state_dict())
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -230,6 +240,8 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
     model_config = DenoiserConfig(window=config["window"], timesteps=config["timesteps"],
                                   **config["model"])
     model = PoseDenoiser(model_config).to(device)
+    if config["init_from"] and not resume:
+        _init_weights(model, config["init_from"])
     refiner = D3PRefiner(model, cnd, steps=config["steps"], diffusion=config["diffusion"],
                          timesteps=config["timesteps"], offset=config["schedule_offset"],
                          device=device)
