@@ -33,6 +33,7 @@ if str(REPO_ROOT) not in sys.path:  # runnable as a plain script from anywhere
 import numpy as np  # noqa: E402
 
 from d3p_model.data.predictions import load_predictions  # noqa: E402
+from d3p_model.evaluate.decomposition import decomposition_table, rigid_decomposition  # noqa: E402
 from d3p_model.evaluate.metrics import mpjpe  # noqa: E402
 from d3p_model.evaluate.report import (METRICS, evaluate_predictions, markdown_table,  # noqa: E402
                                        shared_keys, subject_of)
@@ -426,7 +427,20 @@ def write_page(path: Path, setting: str, window: int, record: dict, comparison: 
         "",
         markdown_table(comparison),
     ]
-    path.write_text("\n".join(lines))
+    if record.get("rigid"):
+        lines += [
+            "",
+            "## The rigid part of the error (where MPJPE and P-MPJPE disagree)",
+            "",
+            "P-MPJPE removes, per frame, the best rotation and uniform scale. `rot °`: mean "
+            "angle of that rotation; `size`: RMS spread of the joints about their centroid, "
+            "relative to the ground truth's (1 = right size). An action whose P-MPJPE drops "
+            "while its MPJPE does not is turned or resized as a whole "
+            "(`d3p_model/evaluate/decomposition.py`).",
+            "",
+            decomposition_table(record["rigid"]),
+        ]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def pick_sequence(lifter, keys: list[str]) -> str:
@@ -548,6 +562,10 @@ def process_setting(setting: str, args, subjects, generated: str) -> dict:
             continue
         record, result = outcome
         results = {**base, "refiner": result}
+        record["rigid"] = {
+            "lifter": rigid_decomposition(lifter, keys=evaluator.keys),
+            "refiner": rigid_decomposition(load_predictions(record["refined"]),
+                                           keys=evaluator.keys)}
         comparison = {"labels": list(results), "sequences": evaluator.keys, "results": results}
         record.update({"generated_utc": generated, "setting": setting, "window": window,
                        "subjects": subjects, "num_sequences": len(evaluator.keys),

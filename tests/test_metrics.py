@@ -209,3 +209,35 @@ def test_markdown_table_of_a_single_result():
     table = markdown_table(result)
     assert table.splitlines()[0] == "| Action | Frames | MPJPE | P-MPJPE | Accel |"
     assert "**Average** (2 actions)" in table
+
+
+def test_rigid_decomposition_recovers_a_known_rotation_and_scale():
+    """A prediction that is the ground truth turned by 20 degrees and shrunk by 10%: the
+    decomposition reports exactly that, P-MPJPE 0 and MPJPE > 0; the truth itself gives 0,
+    0 degrees and size 1."""
+    from d3p_model.data.synthetic import make_synthetic_predictions
+    from d3p_model.evaluate.decomposition import decomposition_table, rigid_decomposition
+    from d3p_model.evaluate.metrics import rotation_angle
+
+    predictions = make_synthetic_predictions(num_sequences=3, num_frames=30, seed=4)
+    angle = np.radians(20.0)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                     [-np.sin(angle), 0, np.cos(angle)]])
+    assert rotation_angle(turn) == pytest.approx(angle)
+    for seq in predictions.sequences.values():
+        truth = seq.ground_truth_3d - seq.ground_truth_3d[:, :1]
+        centre = truth.mean(axis=1, keepdims=True)
+        seq.pose_3d = 0.9 * (truth - centre) @ turn.T + centre
+    result = rigid_decomposition(predictions)
+    average = result["average"]
+    assert average["rotation_deg"] == pytest.approx(20.0, abs=1e-6)
+    assert average["size_ratio"] == pytest.approx(0.9, abs=1e-6)  # float32 poses
+    assert average["p_mpjpe"] == pytest.approx(0.0, abs=1e-4) and average["mpjpe"] > 10
+    for seq in predictions.sequences.values():
+        seq.pose_3d = seq.ground_truth_3d.copy()
+    exact = rigid_decomposition(predictions)["average"]
+    assert exact["mpjpe"] == pytest.approx(0, abs=1e-9)
+    assert exact["rotation_deg"] == pytest.approx(0, abs=1e-3)
+    assert exact["size_ratio"] == pytest.approx(1, abs=1e-6)
+    table = decomposition_table({"lifter": result, "truth": rigid_decomposition(predictions)})
+    assert "| **Average** | " in table and "20.0 | 0.900 |" in table

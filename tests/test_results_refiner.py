@@ -104,6 +104,10 @@ def test_end_to_end(workspace, capsys):
     text = (docs / "refiner_gt2d_t9.md").read_text()
     assert f"{reduction:.1f}%: {'met' if reduction >= 10 else '**NOT met**'}" in text
     assert "| **Average** (4 actions) |" in text
+    # the rigid decomposition of lifter and refiner, from the same files
+    from d3p_model.evaluate.decomposition import rigid_decomposition
+    assert page["rigid"]["refiner"] == rigid_decomposition(refined, keys=sorted(test.sequences))
+    assert "## The rigid part of the error" in text
     overview = (docs / "refiner.md").read_text()
     assert "| gt2d | 9 |" in overview and "(refiner_gt2d_t9.md)" in overview
     for note in ("model h36m_gt2d_t27_long not trained", "model h36m_gt2d_t9_nocnd not trained",
@@ -118,7 +122,7 @@ def test_end_to_end(workspace, capsys):
     assert 0 < full["flops_per_call"] < deeper["flops_per_call"]
     assert full["flops_per_refinement"] == 2 * full["flops_per_call"]
     assert rows[0]["mpjpe"] == pytest.approx(expected["refiner"]["average"]["mpjpe"])
-    assert "| depth 6 (`h36m_gt2d_t9_depth6`) | 2 |" in overview
+    assert "| depth 6, 1 epoch (`h36m_gt2d_t9_depth6`) | 2 |" in overview
     assert document["settings"]["sh2d"]["ablation"] is None
 
     # figures: written, small, linked
@@ -156,6 +160,39 @@ def test_end_to_end(workspace, capsys):
     # sh2d was not rerun: its earlier document still feeds the summary
     assert "model h36m_sh2d_t9 not trained" in overview
     assert document["settings"]["sh2d"]["notes"]
+
+
+@pytest.mark.timeout(600)
+def test_published_model_and_ablation_budget(workspace, tmp_path, monkeypatch):
+    """The page of a window shows its published model (here `_long`); the ablation table
+    starts with the 1-epoch full model its variants share a budget with, and lists the
+    published one last, with the main page's numbers."""
+    import shutil
+    root, _ = workspace
+    models = tmp_path / "models"
+    shutil.copytree(root / "models/h36m_gt2d_t9", models / "h36m_gt2d_t9")
+    # a different model under the published name: the untrained stand-in's weights
+    shutil.copytree(root / "models/h36m_gt2d_t9", models / "h36m_gt2d_t9_long")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(root / "docs/smoother_gt2d.json", docs)
+    monkeypatch.setitem(results_refiner.MAIN_RUN_SUFFIX, WINDOW, "_long")
+    torch.manual_seed(1)
+    base = D3PRefiner.load(models / "h36m_gt2d_t9/model")
+    other = PoseDenoiser(base.denoiser.config)
+    D3PRefiner(other, base.cnd, info={"noise": "cnd"}).save(models / "h36m_gt2d_t9_long/model")
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache/predictions", cache / "predictions")
+    assert results_refiner.main([
+        "--cache", str(cache), "--models", str(models), "--docs", str(docs),
+        "--windows", str(WINDOW), "--ablation-window", str(WINDOW), "--subjects", "SYN8",
+        "--settings", "gt2d", "--no-figures"]) == 0
+    page = json.loads((docs / f"refiner_gt2d_t{WINDOW}.json").read_text())
+    assert page["model"]["dir"] == str(models / "h36m_gt2d_t9_long/model")
+    rows = json.loads((docs / "refiner.json").read_text())["settings"]["gt2d"]["ablation"]["rows"]
+    assert [row["name"] for row in rows] == ["h36m_gt2d_t9", "h36m_gt2d_t9_long"]
+    assert rows[1]["mpjpe"] == pytest.approx(page["results"]["refiner"]["average"]["mpjpe"])
+    assert rows[0]["mpjpe"] != pytest.approx(rows[1]["mpjpe"])
 
 
 def _result(per_action: dict) -> dict:

@@ -41,10 +41,12 @@ def mpjpe(pred, gt) -> float:
     return float(mpjpe_per_frame(pred, gt).mean())
 
 
-def procrustes_align(pred, gt) -> np.ndarray:
-    """Each pose of `pred` (..., J, 3) moved by the similarity transform (proper rotation,
-    scale, translation) that best fits it to the matching pose of `gt` in least squares."""
-    pred, gt = _check_pair(pred, gt, "procrustes_align")
+def procrustes_transform(pred, gt):
+    """The similarity transform (proper rotation, scale, translation) that best fits each
+    pose of `pred` (..., J, 3) to the matching pose of `gt` in least squares:
+    aligned = scale * (pred - mean_pred) @ rotation^T + mean_gt.
+    Returns (rotation (..., 3, 3), scale (...), mean_pred (..., 1, 3), mean_gt (..., 1, 3))."""
+    pred, gt = _check_pair(pred, gt, "procrustes_transform")
     mean_pred = pred.mean(axis=-2, keepdims=True)
     mean_gt = gt.mean(axis=-2, keepdims=True)
     centred_pred = pred - mean_pred
@@ -62,8 +64,22 @@ def procrustes_align(pred, gt) -> np.ndarray:
     # A collapsed prediction (all joints at one point) gets scale 0: it maps to the gt mean.
     scale = np.divide(np.sum(singular * d, axis=-1), spread,
                       out=np.zeros_like(spread), where=spread > 1e-12)
+    return rotation, scale, mean_pred, mean_gt
+
+
+def procrustes_align(pred, gt) -> np.ndarray:
+    """Each pose of `pred` (..., J, 3) moved by the similarity transform (proper rotation,
+    scale, translation) that best fits it to the matching pose of `gt` in least squares."""
+    rotation, scale, mean_pred, mean_gt = procrustes_transform(pred, gt)
+    centred_pred = np.asarray(pred, dtype=np.float64) - mean_pred
     aligned = scale[..., None, None] * (centred_pred @ np.swapaxes(rotation, -1, -2))
     return aligned + mean_gt
+
+
+def rotation_angle(rotation) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (...) rotation angles in radians."""
+    trace = np.trace(np.asarray(rotation), axis1=-2, axis2=-1)
+    return np.arccos(np.clip((trace - 1) / 2, -1.0, 1.0))
 
 
 def p_mpjpe_per_frame(pred, gt) -> np.ndarray:
