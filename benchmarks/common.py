@@ -24,9 +24,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_OUTPUT_DIR = REPO / "benchmarks" / "results"
-SHIPPED_MODELS = {27: "h36m_sh2d_t27", 81: "h36m_sh2d_t81"}
+SHIPPED_MODELS = {27: "h36m_sh2d_t27_long", 81: "h36m_sh2d_t81_long"}
 # A window without a trained model gets the T = 81 model's architecture and CND.
-ARCHITECTURE_SOURCE = "h36m_sh2d_t81"
+ARCHITECTURE_SOURCE = "h36m_sh2d_t81_long"
 RANDOM_WEIGHTS = "random weights (timing only)"
 H36M_FPS = 50.0
 

@@ -46,7 +46,7 @@ import common  # noqa: F401 - also puts this checkout first on sys.path
 
 NAME = "node_latency"
 BACKENDS = ("torch", "onnx")
-MODEL = "h36m_sh2d_t81"
+MODEL = "h36m_sh2d_t81_long"
 DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "d3p-ros-domain-ids"   # shared with tests/conftest.py
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -8,7 +8,7 @@ thread settings cannot leak between groups. A cell calls the backend's public
 `refine_windows` (input checks and numpy conversion included, as the node calls it) after
 warm-up calls, repeated until --seconds-per-cell is spent (at least --min-reps times).
 
-T = 27 and 81 use the shipped refiners (h36m_sh2d_t27/t81); T = 243 has no trained model and
+T = 27 and 81 use the shipped refiners (h36m_sh2d_t27_long/t81_long); T = 243 uses no trained model and
 uses the T = 81 architecture with random weights (timing only). Inputs are generated windows.
 
     .venv/bin/python benchmarks/refine_latency.py             # the full matrix, ~10 min

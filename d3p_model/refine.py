@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="predictions .npz to refine")
     parser.add_argument("-o", "--output", required=True, help="refined predictions .npz")
     parser.add_argument("--model", default=None,
-                        help="model directory (default: the shipped model, d3p_model/models/refiner/h36m_sh2d_t27/model)")
+                        help="model directory (default: the shipped model, d3p_model/models/refiner/h36m_sh2d_t27_long/model)")
     parser.add_argument("--stride", type=int, default=None,
                         help="frames between windows (default: the window, non-overlapping; "
                              "smaller: overlapping windows, averaged)")

@@ -2,11 +2,11 @@
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
 #   phase 1: the 1-epoch models of both 2D settings at T = 27 and 81 (~4 min each on an idle
-#            core), the T = 243 models (~30 min each, from scratch) and the
+#            core), the T = 243 models (~20 min each, from scratch) and the
 #            T = 27 ablations of both settings (same budget: the ablation table compares
 #            like with like);
 #   phase 2: the shipped models, h36m_<setting>_t<T>_long, which continue the phase-1
-#            models for 20 more epochs (init_from; ~25 min each).
+#            models for 20 more epochs (init_from; ~34 min each beside a second run).
 # Needs the lifter's prediction files: `d3p predict` first.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
 set -euo pipefail

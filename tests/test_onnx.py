@@ -186,9 +186,13 @@ def test_export_and_refine_cli(small_model, tmp_path, capsys):
 
 
 def test_shipped_exports_are_current():
-    """The committed refiner_k2.onnx files were exported from the committed weights."""
+    """The committed refiner_k2.onnx files were exported from the committed weights; the
+    default model and the T = 81 detected-2D model carry one."""
     from d3p_model.refiner import DEFAULT_MODEL
-    for name in {DEFAULT_MODEL, "h36m_sh2d_t81"}:
+    shipped = sorted(default_model_dir().parent.parent.glob("*/model/refiner_k*.onnx"))
+    names = {path.parent.parent.name for path in shipped}
+    assert {DEFAULT_MODEL, "h36m_sh2d_t81_long"} <= names, names
+    for name in names:
         model = default_model_dir().parent.parent / name / "model"
         warnings = []
         runtime = OnnxRefiner.load(model, warn=warnings.append)
