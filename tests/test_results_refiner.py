@@ -252,3 +252,21 @@ def test_freshness(tmp_path):
     assert results_refiner.is_fresh(output, [source, tmp_path / "missing"])
     os.utime(source, ns=(1, 3 * 10**18))
     assert not results_refiner.is_fresh(output, [source])
+
+
+def test_refiner_models_table(tmp_path):
+    """The models README lists finished runs from their log.json, and skips unfinished ones."""
+    spec = importlib.util.spec_from_file_location(
+        "refiner_models_table", REPO / "scripts" / "refiner_models_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    done = {"provenance": {"command": "d3p train x --out y"}, "batch_losses": [1.0] * 7,
+            "epochs": [{"seconds": 600.0}],
+            "calibration": {"mpjpe_in_mm": 120.0, "mpjpe_out_mm": 99.94}}
+    for name, log in (("run_a", done), ("run_b", {"epochs": [], "batch_losses": []})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.json").write_text(json.dumps(log))
+    assert table.main(["--models", str(tmp_path)]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "| `run_a` | `d3p train x --out y` | 7 | 10 | 120.0 -> 99.9 |" in text
+    assert "run_b" not in text
