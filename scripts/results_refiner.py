@@ -552,20 +552,21 @@ def process_setting(setting: str, args, subjects, generated: str) -> dict:
                   "lifter": str(input_path),
                   "smoother": str(smoothed_path) if smoothed_path else None,
                   "commands": commands, "refined_meta": refined.meta}
-        return record, result
+        return record, result, refined
 
     main_runs = {}
+    lifter_rigid = None
     for window in dict.fromkeys(args.windows):
         name = main_run_name(setting, window)
         outcome = evaluate_run(name, lifter_path, evaluator)
         if outcome is None:
             continue
-        record, result = outcome
+        record, result, refined = outcome
         results = {**base, "refiner": result}
-        record["rigid"] = {
-            "lifter": rigid_decomposition(lifter, keys=evaluator.keys),
-            "refiner": rigid_decomposition(load_predictions(record["refined"]),
-                                           keys=evaluator.keys)}
+        if lifter_rigid is None:   # the same lifter file for every window
+            lifter_rigid = rigid_decomposition(lifter, keys=evaluator.keys)
+        record["rigid"] = {"lifter": lifter_rigid,
+                           "refiner": rigid_decomposition(refined, keys=evaluator.keys)}
         comparison = {"labels": list(results), "sequences": evaluator.keys, "results": results}
         record.update({"generated_utc": generated, "setting": setting, "window": window,
                        "subjects": subjects, "num_sequences": len(evaluator.keys),
@@ -596,7 +597,7 @@ def process_setting(setting: str, args, subjects, generated: str) -> dict:
             outcome = evaluate_run(name, ablation_path, judge)
             if outcome is None:
                 continue
-            record, result = outcome
+            record, result, _ = outcome
         flops, why = count_flops(record["model"])
         if why:
             notes.add(f"{setting} {name}: {why}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
-#   phase 1: the 1-epoch models of both 2D settings at T = 27 and 81 (~4 min each on an idle
-#            core), the T = 243 models (~20 min each, from scratch) and the
+#   phase 1: the 1-epoch models of both 2D settings at T = 27 and 81 (~10-13 min each beside
+#            a second run), the T = 243 models (~30 min each, from scratch) and the
 #            T = 27 ablations of both settings (same budget: the ablation table compares
 #            like with like);
 #   phase 2: the shipped models, h36m_<setting>_t<T>_long, which continue the phase-1

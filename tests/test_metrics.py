@@ -218,6 +218,7 @@ def test_rigid_decomposition_recovers_a_known_rotation_and_scale():
     from d3p_model.data.synthetic import make_synthetic_predictions
     from d3p_model.evaluate.decomposition import decomposition_table, rigid_decomposition
     from d3p_model.evaluate.metrics import rotation_angle
+    from d3p_model.evaluate.report import evaluate_predictions
 
     predictions = make_synthetic_predictions(num_sequences=3, num_frames=30, seed=4)
     angle = np.radians(20.0)
@@ -229,13 +230,14 @@ def test_rigid_decomposition_recovers_a_known_rotation_and_scale():
         centre = truth.mean(axis=1, keepdims=True)
         seq.pose_3d = 0.9 * (truth - centre) @ turn.T + centre
     result = rigid_decomposition(predictions)
-    average = result["average"]
+    average = {**result["average"], **evaluate_predictions(predictions)["average"]}
     assert average["rotation_deg"] == pytest.approx(20.0, abs=1e-6)
     assert average["size_ratio"] == pytest.approx(0.9, abs=1e-6)  # float32 poses
     assert average["p_mpjpe"] == pytest.approx(0.0, abs=1e-4) and average["mpjpe"] > 10
     for seq in predictions.sequences.values():
         seq.pose_3d = seq.ground_truth_3d.copy()
-    exact = rigid_decomposition(predictions)["average"]
+    exact = {**rigid_decomposition(predictions)["average"],
+             **evaluate_predictions(predictions)["average"]}
     assert exact["mpjpe"] == pytest.approx(0, abs=1e-9)
     assert exact["rotation_deg"] == pytest.approx(0, abs=1e-3)
     assert exact["size_ratio"] == pytest.approx(1, abs=1e-6)

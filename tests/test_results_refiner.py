@@ -171,13 +171,11 @@ def test_published_model_and_ablation_budget(workspace, tmp_path, monkeypatch):
     root, _ = workspace
     models = tmp_path / "models"
     shutil.copytree(root / "models/h36m_gt2d_t9", models / "h36m_gt2d_t9")
-    # a different model under the published name: the untrained stand-in's weights
-    shutil.copytree(root / "models/h36m_gt2d_t9", models / "h36m_gt2d_t9_long")
     docs = tmp_path / "docs"
     docs.mkdir()
     shutil.copy(root / "docs/smoother_gt2d.json", docs)
     monkeypatch.setitem(results_refiner.MAIN_RUN_SUFFIX, WINDOW, "_long")
-    torch.manual_seed(1)
+    torch.manual_seed(1)   # a different (untrained) model under the published name
     base = D3PRefiner.load(models / "h36m_gt2d_t9/model")
     other = PoseDenoiser(base.denoiser.config)
     D3PRefiner(other, base.cnd, info={"noise": "cnd"}).save(models / "h36m_gt2d_t9_long/model")

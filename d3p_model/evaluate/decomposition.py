@@ -5,7 +5,7 @@ rotation and a uniform scale (translation is ~0 for root-relative poses). A refi
 the shape (P-MPJPE down) and still lose on MPJPE when it turns or shrinks the whole
 skeleton. This reports, per action, the mean Procrustes rotation angle (degrees) and the
 size of the prediction relative to the ground truth (RMS distance of the joints from their
-centroid; 1 = right size), beside MPJPE and P-MPJPE.
+centroid; 1 = right size); MPJPE and P-MPJPE themselves are `report.evaluate_predictions`'.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.predictions import Predictions, action_of
-from .metrics import mpjpe_per_frame, p_mpjpe_per_frame, procrustes_transform, rotation_angle
+from .metrics import procrustes_transform, rotation_angle
 from .report import _root_relative, _select_keys
 
-QUANTITIES = ("mpjpe", "p_mpjpe", "rotation_deg", "size_ratio")
+QUANTITIES = ("rotation_deg", "size_ratio")
 
 
 def sequence_rigid_errors(pose_3d: np.ndarray, ground_truth_3d: np.ndarray) -> dict:
-    """Per-frame MPJPE and P-MPJPE (mm), Procrustes rotation (deg) and size ratio."""
+    """Per-frame Procrustes rotation (deg) and size ratio."""
     pred = _root_relative(pose_3d)
     truth = _root_relative(ground_truth_3d)
     rotation, _, mean_pred, mean_gt = procrustes_transform(pred, truth)
     size_pred = np.sqrt(np.mean(np.sum((pred - mean_pred) ** 2, axis=-1), axis=-1))
     size_gt = np.sqrt(np.mean(np.sum((truth - mean_gt) ** 2, axis=-1), axis=-1))
-    return {"mpjpe": 1000 * mpjpe_per_frame(pred, truth),
-            "p_mpjpe": 1000 * p_mpjpe_per_frame(pred, truth),
-            "rotation_deg": np.degrees(rotation_angle(rotation)),
+    return {"rotation_deg": np.degrees(rotation_angle(rotation)),
             "size_ratio": np.divide(size_pred, size_gt, out=np.ones_like(size_pred),
                                     where=size_gt > 1e-9)}
 
@@ -54,10 +52,10 @@ def rigid_decomposition(predictions: Predictions, keys=None, subjects=None) -> d
 
 
 def decomposition_table(results: dict[str, dict]) -> str:
-    """Markdown: one row per action, for each label MPJPE, P-MPJPE, rotation, size."""
+    """Markdown: one row per action, for each label the rotation and the size."""
     labels = list(results)
     header = ["Action"] + [f"{label} {name}" for label in labels
-                           for name in ("MPJPE", "P-MPJPE", "rot °", "size")]
+                           for name in ("rot °", "size")]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "---|" + "---:|" * (len(header) - 1)]
     actions = list(results[labels[0]]["actions"])
@@ -66,7 +64,6 @@ def decomposition_table(results: dict[str, dict]) -> str:
         for label in labels:
             row = results[label]["average" if action == "**Average**" else "actions"]
             row = row if action == "**Average**" else row[action]
-            cells += [f"{row['mpjpe']:.1f}", f"{row['p_mpjpe']:.1f}",
-                      f"{row['rotation_deg']:.1f}", f"{row['size_ratio']:.3f}"]
+            cells += [f"{row['rotation_deg']:.1f}", f"{row['size_ratio']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
