@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from d3p_model.data import h36m
 from d3p_model.data.predictions import load_predictions, save_predictions
@@ -105,35 +106,134 @@ def test_load_sequences_gt_and_detections(fake_h36m):
         h36m.load_sequences("cpn", ["S9"], fake_h36m)
 
 
-def test_lifter_trains_resumes_and_predicts_held_out(fake_h36m, tmp_path):
+def _tiny_config(steps=60):
+    return {"setting": "gt2d",
+            "model": {"radius": 2, "dilation": 2, "width": 32, "blocks": 1, "dropout": 0.0,
+                      "flip_test": True},
+            "train": {"steps": steps, "batch_size": 32, "lr": 3e-3, "lr_final": 1e-4,
+                      "warmup_steps": 5, "frame_stride": 2, "flip": True, "seed": 0,
+                      "log_every": 10, "eval_every": 30},
+            "folds": {"heldout_S1": {"train": ["S5"], "predict": ["S1"]},
+                      "heldout_S5": {"train": ["S1"], "predict": ["S5"]},
+                      "all": {"train": ["S1", "S5"], "predict": ["S9"]}}}
+
+
+def test_lifter_loss_falls_and_the_fold_is_held_out(fake_h36m, tmp_path):
     torch.set_num_threads(1)
-    config = {"setting": "gt2d", "window": 9,
-              "model": {"depth": 1, "width": 16, "heads": 2, "mlp_ratio": 2.0},
-              "train": {"steps": 60, "batch_size": 16, "lr": 3e-3, "lr_final": 1e-3,
-                        "start_stride": 2, "flip": True, "seed": 0},
-              "folds": {"heldout_S1": ["S5"], "heldout_S5": ["S1"], "all": ["S1", "S5"]}}
+    config = _tiny_config()
     models = tmp_path / "models"
     for fold in config["folds"]:
-        train.train_fold(config, fold, models / "gt2d" / fold, fake_h36m, command="test")
+        train.train_fold(config, fold, models / "gt2d" / fold, fake_h36m, command="test",
+                         progress=False)
     log = json.loads((models / "gt2d" / "all" / "train_log.json").read_text())
-    assert log[-1]["mpjpe_mm"] < log[0]["mpjpe_mm"]  # it learns
-    # resume: more steps continue from the checkpoint instead of starting over
-    config["train"]["steps"] = 70
-    train.train_fold(config, "all", models / "gt2d" / "all", fake_h36m, resume=True)
-    assert json.loads((models / "gt2d" / "all" / "train_log.json").read_text())[-1]["step"] == 70
+    assert log[-1]["train_mpjpe_mm"] < 0.7 * log[0]["train_mpjpe_mm"]  # it learns
+    assert log[-1]["heldout_mpjpe_mm"] < log[2]["heldout_mpjpe_mm"]
+    saved = yaml.safe_load((models / "gt2d" / "heldout_S1" / "config.yaml").read_text())
+    assert saved["train_subjects"] == ["S5"] and saved["predict_subjects"] == ["S1"]
 
     assert predict.fold_for_subject(models, "gt2d", "S1") == "heldout_S1"
     assert predict.fold_for_subject(models, "gt2d", "S9") == "all"
     held_out = predict.predict_split("gt2d", ["S1", "S5"], fake_h36m, models)
-    assert held_out.meta["folds"] == {"S1": "heldout_S1", "S5": "heldout_S5"}
     path = tmp_path / "train_heldout.npz"
     save_predictions(path, held_out)
     loaded = load_predictions(path)
+    # the file says which fold predicted each subject, and what that fold trained on
+    assert loaded.meta["folds"] == {"S1": "heldout_S1", "S5": "heldout_S5"}
+    for subject, fold in loaded.meta["folds"].items():
+        assert subject not in loaded.meta["fold_train_subjects"][fold]
     assert len(loaded) == 16
-    seq = next(iter(loaded.sequences.values()))
+    seq = loaded.sequences["S1/Walking 1/" + CAM_IDS[0]]
     assert seq.pose_3d.shape == seq.ground_truth_3d.shape == (120, 17, 3)
     np.testing.assert_allclose(seq.pose_3d[:, 0], 0, atol=1e-6)
     assert np.isfinite(seq.pose_3d).all()
+    # the prediction is the S1-free fold's, frame by frame
+    model = train.load_lifter(models / "gt2d" / "heldout_S1")
+    np.testing.assert_allclose(seq.pose_3d, model.lift(seq.keypoints_normalised()), atol=1e-6)
+
+
+def test_a_fold_never_trains_on_a_subject_it_predicts(fake_h36m, tmp_path):
+    config = _tiny_config()
+    config["folds"]["leaky"] = {"train": ["S1", "S5"], "predict": ["S5"]}
+    with pytest.raises(train.FoldError, match="S5"):
+        train.train_fold(config, "leaky", tmp_path / "leaky", fake_h36m, progress=False)
+    # nor does prediction pick a fold that saw the subject
+    models = tmp_path / "models" / "gt2d" / "leaky"
+    models.mkdir(parents=True)
+    (models / "config.yaml").write_text(yaml.safe_dump(
+        {**config, "train_subjects": ["S1", "S5"], "predict_subjects": ["S5"]}))
+    with pytest.raises(ValueError, match="trained on"):
+        predict.fold_for_subject(tmp_path / "models", "gt2d", "S5")
+    with pytest.raises(FileNotFoundError, match="predict S1"):
+        predict.fold_for_subject(tmp_path / "models", "gt2d", "S1")
+
+
+def test_killed_run_resumes_where_it_stopped(fake_h36m, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    config = _tiny_config(steps=40)
+    whole = train.train_fold(config, "heldout_S1", tmp_path / "whole", fake_h36m,
+                             progress=False)
+    # the same run, killed after its first checkpoint (taken at step 20) ...
+    monkeypatch.setattr(train, "CHECKPOINT_SECONDS", -1.0)   # checkpoint every step
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 20:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_fold(config, "heldout_S1", tmp_path / "killed", fake_h36m, progress=False)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    # ... and resumed, ends with the weights of the uninterrupted run
+    resumed = train.train_fold(config, "heldout_S1", tmp_path / "killed", fake_h36m,
+                               resume=True, progress=False)
+    a = torch.load(whole / "weights.pt", weights_only=True)
+    b = torch.load(resumed / "weights.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-3 if a[key].is_floating_point() else 0)
+    log = json.loads((resumed / "train_log.json").read_text())
+    assert [e["step"] for e in log] == [10, 20, 30, 40]
+
+
+def test_half_precision_weights_lift_as_the_full_precision_model(fake_h36m, tmp_path):
+    torch.set_num_threads(1)
+    config = _tiny_config(steps=30)
+    out = train.train_fold(config, "heldout_S1", tmp_path / "fold", fake_h36m, progress=False)
+    full = train.build_model(config)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    full.load_state_dict(state)
+    half = train.load_lifter(out)
+    keypoints = h36m.load_sequences("gt2d", ["S1"], fake_h36m)[0]
+    from d3p_model.data.predictions import normalise_screen
+    x = normalise_screen(keypoints.keypoints_2d, *keypoints.image_size)
+    difference = np.linalg.norm(full.lift(x) - half.lift(x), axis=-1)
+    assert 0 < difference.mean() < 2.5e-4   # < 0.25 mm; and the weights really were rounded
+    assert difference.max() < 1e-3
+
+
+def test_lift_mirrors_and_covers_every_frame():
+    from d3p_model.lifter.model import WindowMLPLifter
+    torch.manual_seed(0)
+    model = WindowMLPLifter(radius=2, dilation=3, width=16, blocks=1, flip_test=False).eval()
+    assert model.receptive_field == 13 and list(model.offsets) == [-6, -3, 0, 3, 6]
+    index = model.window_index(5)
+    assert index.shape == (5, 5) and index.min() == 0 and index.max() == 4
+    np.testing.assert_array_equal(index[2], [0, 0, 2, 4, 4])   # edges repeated
+    keypoints = np.random.default_rng(0).uniform(-1, 1, (7, 17, 2)).astype(np.float32)
+    pose = model.lift(keypoints)
+    assert pose.shape == (7, 17, 3) and np.all(pose[:, 0] == 0)
+    # mirroring twice is the identity; flip-test averaging is symmetric under the mirror
+    x = torch.from_numpy(keypoints[None, :5])
+    torch.testing.assert_close(model.mirrored(model.mirrored(x)), x)
+    model.flip_test = True
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(model.mirrored(x)),
+                                   model.mirrored(model.predict(x)), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="keypoints_2d"):
+        model.lift(keypoints[..., :1])
 
 
 def test_demo_sample_is_generated_and_lifted_by_the_shipped_lifter():

@@ -18,20 +18,16 @@ DEFAULT_LIFTER = Path(__file__).resolve().parents[1] / "models" / "lifter" / "sh
 
 def make_demo_sample(num_people: int = 2, num_frames: int = 300, seed: int = 0,
                      keypoint_noise_px: float = 3.0, lifter_dir=DEFAULT_LIFTER) -> Predictions:
-    import torch
-
-    from ..lifter.predict import lift_sequence
     from ..lifter.train import load_lifter
 
     generated = make_synthetic_predictions(num_sequences=num_people, num_frames=num_frames,
                                            seed=seed, keypoint_noise_px=keypoint_noise_px)
     lifter = load_lifter(Path(lifter_dir))
     sequences = {}
-    with torch.no_grad():
-        for key, seq in generated.items():
-            pose = lift_sequence(lifter, seq.keypoints_normalised())
-            sequences[key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
-                                      pose_3d=pose, ground_truth_3d=seq.ground_truth_3d)
+    for key, seq in generated.items():
+        pose = lifter.lift(seq.keypoints_normalised())
+        sequences[key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
+                                  pose_3d=pose, ground_truth_3d=seq.ground_truth_3d)
     meta = {**generated.meta, "estimator": f"d3p base lifter ({Path(lifter_dir).parent.name}/"
                                            f"{Path(lifter_dir).name})",
             "note": "GENERATED demo sample (synthetic motion), not Human3.6M"}

@@ -1,5 +1,5 @@
 """The base 2D-to-3D lifter whose errors the refiner learns to remove."""
 
-from .model import TemporalLifter
+from .model import WindowMLPLifter
 
-__all__ = ["TemporalLifter"]
+__all__ = ["WindowMLPLifter"]

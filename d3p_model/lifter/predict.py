@@ -1,9 +1,11 @@
 """`d3p predict`: run the base lifter's folds over Human3.6M and write prediction files.
 
 For each setting it writes, into the git-ignored cache (`cache/` or `D3P_CACHE`):
-- `predictions/<setting>/train_heldout.npz`: every training subject predicted by the fold
-  model that did not train on it (what the CND is fitted on and the refiner trains on);
+- `predictions/<setting>/train_heldout.npz`: every training subject predicted by the
+  leave-one-subject-out fold that did not train on it (what the CND is fitted on and the
+  refiner trains on);
 - `predictions/<setting>/test.npz`: S9 and S11 predicted by the model trained on all five.
+Each file's metadata records which fold predicted each subject and what that fold trained on.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
 from ..data.h36m import SETTINGS, TEST_SUBJECTS, TRAIN_SUBJECTS, load_sequences
 from ..data.predictions import Predictions, Sequence, normalise_screen, save_predictions
-from ..data.windows import extract_windows, stitch_windows, window_starts
 from .train import MODELS_DIR, load_lifter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,26 +28,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("D3P_CACHE", REPO_ROOT / "cache"))
 
 
-@torch.no_grad()
-def lift_sequence(model, keypoints_norm: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(F, 17, 2) normalised 2D -> (F, 17, 3), non-overlapping windows, edge-padded."""
-    starts = window_starts(len(keypoints_norm), model.window, model.window)
-    windows = extract_windows(keypoints_norm, starts, model.window)
-    out = np.concatenate([model(torch.from_numpy(windows[i:i + batch_size])).numpy()
-                          for i in range(0, len(windows), batch_size)])
-    return stitch_windows(out, starts, len(keypoints_norm))
-
-
 def fold_for_subject(models_dir: Path, setting: str, subject: str) -> str:
-    """The fold whose model did not see `subject` (held-out), or `all` for test subjects."""
-    if subject not in TRAIN_SUBJECTS:
-        return "all"
-    for fold_dir in sorted((Path(models_dir) / setting).iterdir()):
-        with open(fold_dir / "config.yaml") as f:
+    """The trained fold that predicts `subject`; it never trained on it."""
+    found = []
+    for config_path in sorted((Path(models_dir) / setting).glob("*/config.yaml")):
+        with open(config_path) as f:
             config = yaml.safe_load(f)
-        if fold_dir.name != "all" and subject not in config["train_subjects"]:
-            return fold_dir.name
-    raise FileNotFoundError(f"no trained {setting} lifter fold holds out {subject}")
+        if subject in config["predict_subjects"]:
+            if subject in config["train_subjects"]:
+                raise ValueError(f"{config_path}: fold predicts {subject}, which it trained on")
+            found.append(config_path.parent.name)
+    if len(found) != 1:
+        raise FileNotFoundError(f"{len(found)} trained {setting} lifter folds predict {subject} "
+                                f"in {models_dir} (expected exactly 1: {found})")
+    return found[0]
 
 
 def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> Predictions:
@@ -58,12 +52,19 @@ def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> P
         fold = folds.setdefault(subject, fold_for_subject(models_dir, setting, subject))
         if fold not in models:
             models[fold] = load_lifter(Path(models_dir) / setting / fold)
-        pose = lift_sequence(models[fold], normalise_screen(seq.keypoints_2d, *seq.image_size))
+        pose = models[fold].lift(normalise_screen(seq.keypoints_2d, *seq.image_size))
         sequences[seq.key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
                                       pose_3d=pose, ground_truth_3d=seq.ground_truth_3d)
-    meta = {"estimator": "d3p base lifter (TemporalLifter)", "setting": setting,
-            "folds": folds, "note": "held-out: each subject predicted by a model that did not train on it"}
+    meta = {"estimator": "d3p base lifter (WindowMLPLifter)", "setting": setting,
+            "folds": folds, "fold_train_subjects": {
+                fold: _train_subjects(Path(models_dir) / setting / fold) for fold in models},
+            "note": "held-out: each subject predicted by a model that did not train on it"}
     return Predictions(sequences, meta)
+
+
+def _train_subjects(fold_dir: Path) -> list[str]:
+    with open(fold_dir / "config.yaml") as f:
+        return list(yaml.safe_load(f)["train_subjects"])
 
 
 def add_arguments(parser):
