@@ -12,7 +12,7 @@ settings=${*:-gt2d sh2d}
 mkdir -p runs
 for setting in $settings; do
   (
-    for fold in heldout_S1 heldout_S5 heldout_S6 heldout_S7 heldout_S8 all; do
+    for fold in all heldout_S1 heldout_S5 heldout_S6 heldout_S7 heldout_S8; do
       if [ -f "d3p_model/models/lifter/$setting/$fold/weights.pt" ]; then continue; fi
       OMP_NUM_THREADS=1 "$PY" -m d3p_model.cli train-lifter "d3p_model/configs/lifter_$setting.yaml" \
         --fold "$fold" --threads 1 --resume
