@@ -2,14 +2,14 @@
 # Regenerates docs/results/lifter_*.{md,json}: the base lifter on S9/S11 and on its
 # held-out training-subject outputs, and the Savitzky-Golay smoother (tuned on the
 # held-out training outputs only) beside it, for both 2D settings.
-#   scripts/results_lifter.sh            (needs the Human3.6M folder: D3P_DATA or ../shared)
+#   scripts/results_lifter.sh [gt2d] [sh2d]   (needs the Human3.6M folder: D3P_DATA or ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D3P=${D3P:-".venv/bin/python -m d3p_model.cli"}
 CACHE=${D3P_CACHE:-cache}
 OUT=docs/results
 mkdir -p "$OUT"
-for setting in gt2d sh2d; do
+for setting in ${*:-gt2d sh2d}; do
   pred="$CACHE/predictions/$setting"
   if [ ! -f "$pred/test.npz" ] || [ ! -f "$pred/train_heldout.npz" ]; then
     $D3P predict --setting "$setting"

@@ -1,8 +1,8 @@
 """The fast STC attention gives the numbers of the plain attention it replaced.
 
 `reference_forward` below is the STC attention written out plainly (explicit matmul and
-softmax per half and head, the layout of the trained qkv weights). Every shipped model must
-give the same refined poses / lifted poses with it as with the code in d3p_model/nn/stc.py,
+softmax per half and head, the layout of the trained qkv weights). Every shipped refiner must
+give the same refined poses with it as with the code in d3p_model/nn/stc.py,
 gradients must agree, and the ONNX export (legacy exporter, dynamic batch) must match torch.
 """
 
@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from d3p_model.diffusion.process import ddim_refine
-from d3p_model.lifter.train import load_lifter
 from d3p_model.nn import STCAttention, STCBlock
 from d3p_model.refiner import D3PRefiner
 
@@ -23,7 +22,6 @@ torch.set_num_threads(1)
 
 MODELS = Path(__file__).resolve().parent.parent / "d3p_model" / "models"
 REFINERS = sorted(p.parent for p in MODELS.glob("refiner/*/model/weights.pt"))
-LIFTERS = sorted(p.parent for p in MODELS.glob("lifter/*/*/weights.pt"))
 TOLERANCE = 1e-5
 
 
@@ -55,7 +53,7 @@ def random_windows(batch, window, seed=0):
 
 
 def test_shipped_models_are_found():
-    assert len(REFINERS) >= 8 and len(LIFTERS) >= 8
+    assert len(REFINERS) >= 8
 
 
 @pytest.mark.parametrize("model_dir", REFINERS, ids=lambda p: p.parent.name)
@@ -70,18 +68,6 @@ def test_shipped_refiner_refines_as_with_the_reference_attention(model_dir, monk
     assert np.abs(fast - reference).max() < TOLERANCE
     # the refinement moved the poses: a comparison of two no-ops would prove nothing
     assert np.abs(reference - pose).max() > 1e-3
-
-
-@pytest.mark.parametrize("fold_dir", LIFTERS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_shipped_lifter_lifts_as_with_the_reference_attention(fold_dir, monkeypatch):
-    lifter = load_lifter(fold_dir)
-    keypoints = torch.from_numpy(random_windows(2, lifter.window)[0])
-    with torch.no_grad():
-        fast = lifter(keypoints)
-        with monkeypatch.context() as patch:
-            patch.setattr(STCAttention, "forward", reference_forward)
-            reference = lifter(keypoints)
-    assert (fast - reference).abs().max().item() < TOLERANCE
 
 
 def test_state_dict_is_the_trained_parameters_only():

@@ -237,12 +237,19 @@ def add_arguments(parser):
     parser.add_argument("--out", help="model folder (default: d3p_model/models/lifter/SETTING/FOLD)")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.radius=0 (repeatable; "
+                             "the comparison runs of docs/lifter.md)")
 
 
 def main(args) -> int:
+    from ..train.config import ConfigError, apply_overrides
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    try:
+        config = apply_overrides(load_config(args.config), args.set)
+    except ConfigError as err:
+        raise SystemExit(f"d3p train-lifter: {err}")
     try:
         fold_subjects(config, args.fold)
     except FoldError as err:
