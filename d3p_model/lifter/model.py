@@ -3,8 +3,8 @@
 Martinez et al. (2017)'s "simple yet effective baseline" (linear-BN-ReLU-dropout residual
 blocks) with its single-frame input widened to 2r + 1 frames spaced `dilation` apart. The
 few neighbouring frames average out detector jitter and disambiguate some depth; the model
-stays an MLP, so it trains to published accuracy on a CPU within minutes (docs/lifter.md
-compares it with the single-frame MLP it extends).
+stays an MLP, so it trains to published accuracy on one CPU thread in under 20 minutes
+(docs/lifter.md).
 """
 
 from __future__ import annotations
