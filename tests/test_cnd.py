@@ -168,3 +168,81 @@ def test_streamed_fit_equals_fit_on_all_frames():
     assert streamed.num_frames == whole.num_frames == 100
     np.testing.assert_allclose(streamed.mean, whole.mean, atol=1e-12)
     np.testing.assert_allclose(streamed.cov, whole.cov, atol=1e-12)
+
+
+def smooth_error_sequences(frames=400, count=6, rho=0.9, seed=0):
+    """Generated sequences whose error is an AR(1) process in time with coefficient rho."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(count):
+        truth = rng.normal(0, 0.2, (frames, 17, 3))
+        truth -= truth[:, :1]
+        keypoints = rng.normal(0, 0.3, (frames, 17, 2))   # unrelated to the error
+        noise = np.empty((frames, 17, 3))
+        noise[0] = rng.normal(size=(17, 3))
+        for t in range(1, frames):
+            noise[t] = rho * noise[t - 1] + np.sqrt(1 - rho ** 2) * rng.normal(size=(17, 3))
+        error = 0.03 * noise
+        error[:, 0] = 0
+        sequences.append((keypoints, truth + error, truth))
+    return sequences
+
+
+def test_temporal_correlation_is_measured_and_sampled():
+    """An AR(1) error with rho 0.9: the fitted residual autocorrelation is rho^k, and windows
+    drawn from the CND carry it; without it the draws are white in time."""
+    sequences = smooth_error_sequences()
+    white = ConditionalNoiseModel.fit_sequences(sequences)
+    model = white.with_temporal_correlation(sequences, lags=12)
+    # the FFT estimate equals the plain lag products of the whitened residuals
+    residuals = [white.residuals(*s) for s in sequences]
+    for lag in (0, 1, 5, 11):
+        products = sum((r[lag:] * r[:len(r) - lag]).sum(axis=0) for r in residuals)
+        pairs = sum(len(r) - lag for r in residuals)
+        variance = sum((r ** 2).sum(axis=0) for r in residuals) / sum(len(r) for r in residuals)
+        np.testing.assert_allclose(model.temporal_acf[:, lag], products / pairs / variance,
+                                   atol=1e-9)
+    # and it sees the AR(1) structure (a little weaker: m(c) absorbs part of the error)
+    acf = model.temporal_acf.mean(axis=0)
+    assert 0.75 < acf[1] < 0.95 and acf[5] < acf[2] < acf[1]
+    factors = model.temporal_factors(12)
+    np.testing.assert_allclose(factors[3] @ factors[3].T,
+                               scipy_toeplitz(model.temporal_acf[3, :12]), atol=1e-3)
+    with pytest.raises(ValueError, match="covers 12 frames"):
+        model.temporal_factors(13)
+
+    keypoints, pose, _ = sequences[0]
+    windows = np.stack([np.arange(12) + s for s in range(0, 240, 2)])
+    kp = torch.tensor(keypoints[windows], dtype=torch.float64)
+    ps = torch.tensor(pose[windows], dtype=torch.float64)
+    for cnd, expected in ((model, float(acf[1])), (white, 0.0)):
+        tcnd = cnd.to_torch(dtype=torch.float64)
+        draws = tcnd.sample(kp, ps, torch.Generator().manual_seed(0))[:, :, 1:].reshape(
+            len(windows), 12, ERROR_DIM)
+        spread = draws - tcnd.conditional_mean(tcnd.conditions(kp, ps))   # L z
+        residual = np.linalg.solve(cnd.cond_chol, spread.numpy().reshape(-1, ERROR_DIM).T).T \
+            .reshape(len(windows), 12, ERROR_DIM)
+        lag1 = (residual[:, 1:] * residual[:, :-1]).sum() / (residual ** 2).sum()
+        assert abs(lag1 - expected) < 0.08, (expected, lag1)
+
+
+def scipy_toeplitz(column):
+    import scipy.linalg
+    return scipy.linalg.toeplitz(column)
+
+
+def test_temporal_correlation_survives_save_and_version_1_loads(tmp_path):
+    sequences = smooth_error_sequences(frames=100, count=2)
+    model = ConditionalNoiseModel.fit_sequences(sequences).with_temporal_correlation(
+        sequences, lags=9)
+    model.save(tmp_path / "cnd.pt")
+    loaded = ConditionalNoiseModel.load(tmp_path / "cnd.pt")
+    np.testing.assert_array_equal(loaded.temporal_acf, model.temporal_acf)
+    # a file written before temporal correlation existed: white residual
+    torch.save({"format": "d3p-cnd", "version": 1, "mean": torch.from_numpy(model.mean),
+                "cov": torch.from_numpy(model.cov), "ridge": 1e-6, "num_frames": 5},
+               tmp_path / "v1.pt")
+    assert ConditionalNoiseModel.load(tmp_path / "v1.pt").temporal_acf is None
+    with pytest.raises(ValueError, match="temporal_acf"):
+        ConditionalNoiseModel(mean=model.mean, cov=model.cov, ridge=1e-6, num_frames=5,
+                              temporal_acf=np.full((48, 3), 2.0))

@@ -250,3 +250,45 @@ def test_cli_reports_errors(tmp_path, capsys):
     bad.write_text("window: 9\nwindw: 3\n")
     assert train_cli.main(parser.parse_args([str(bad), "--out", str(tmp_path / "o")])) == 2
     assert "unknown setting 'windw'" in capsys.readouterr().err
+
+
+def test_noise_level_clean_fraction_and_white_noise(tmp_path, monkeypatch):
+    """The error fed to the forward process: lambda-scaled real errors, some windows exactly
+    clean, plus root-free white noise bounded by white_noise_mm."""
+    from d3p_model.train import loop
+    seen = []
+    real_forward = loop.forward_noisy_pose
+
+    def spy(y0, error, t, alpha_bar):
+        seen.append((y0.clone(), error.clone()))
+        return real_forward(y0, error, t, alpha_bar)
+    monkeypatch.setattr(loop, "forward_noisy_pose", spy)
+    base = {**MICRO, "noise": "real", "optim": {"epochs": 1, "batch_size": 8},
+            "data": {**MICRO["data"], "validation_fraction": 0.0}}
+    train_from_config(base, tmp_path / "a1", progress=False)
+    real_errors = [e for _, e in seen]
+    seen.clear()
+    train_from_config({**base, "noise_level": [2.0, 2.0]}, tmp_path / "a2", progress=False)
+    assert len(seen) == len(real_errors)
+    for (_, doubled), real in zip(seen, real_errors):
+        torch.testing.assert_close(doubled, 2 * real)
+    assert float(real_errors[0].abs().max()) > 0
+
+    seen.clear()
+    train_from_config({**base, "noise_level": [2.0, 2.0], "clean_fraction": 0.5,
+                       "seed": 1}, tmp_path / "b", progress=False)
+    windows = torch.cat([e for _, e in seen])
+    clean = (windows.flatten(1).abs().amax(dim=1) == 0).float().mean()
+    assert 0.2 < float(clean) < 0.8
+
+    seen.clear()
+    train_from_config({**base, "noise_level": [0.0, 0.0], "white_noise_mm": 10.0},
+                      tmp_path / "c", progress=False)
+    windows = torch.cat([e for _, e in seen])
+    assert torch.all(windows[:, :, 0] == 0)
+    per_window_std = windows[:, :, 1:].flatten(1).std(dim=1)
+    assert float(per_window_std.max()) < 0.012 and float(per_window_std.min()) < 0.005
+    with pytest.raises(ConfigError, match="noise_level"):
+        load_config({**MICRO, "noise_level": [1.0, 0.5]})
+    with pytest.raises(ConfigError, match="clean_fraction"):
+        load_config({**MICRO, "clean_fraction": 1.0})

@@ -6,6 +6,13 @@ One joint Gaussian per frame over z = [e, c]:
 Conditioning on c gives e | c ~ N(m(c), S) with
   m(c) = mu_e + Sigma_ec Sigma_cc^-1 (c - mu_c),  S = Sigma_ee - Sigma_ec Sigma_cc^-1 Sigma_ce.
 Sigma_cc^-1 is never formed: a Cholesky factor of the ridged Sigma_cc solves for the gain.
+
+A lifter's errors are smooth in time (lag-1 autocorrelation 0.99 at 50 Hz, 0.4 at one
+second, measured on the base lifter's held-out outputs), and a per-frame white residual
+teaches the denoiser only to smooth. So the residual z = L^-1 (e - m(c)) keeps its measured
+temporal autocorrelation: `temporal_acf[d, k]` for whitened dimension d at lag k, fitted by
+`with_temporal_correlation`; windows are drawn with a Toeplitz correlation per dimension
+(dimensions independent of each other, as L already decorrelates them within a frame).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ NON_ROOT = tuple(j for j in range(NUM_JOINTS) if j != ROOT)
 ERROR_DIM = 3 * len(NON_ROOT)                       # 48
 CONDITION_DIM = 2 * NUM_JOINTS + 3 * len(NON_ROOT)  # 34 + 48 = 82
 FORMAT = "d3p-cnd"
-VERSION = 1
+VERSION = 2   # 2 adds temporal_acf; version 1 files (white residual) still load
 
 
 def error_vectors(pose_3d: np.ndarray, ground_truth_3d: np.ndarray) -> np.ndarray:
@@ -50,6 +57,7 @@ class ConditionalNoiseModel:
     cond_cov: np.ndarray = None     # (48, 48) S
     cond_chol: np.ndarray = None    # (48, 48) lower Cholesky factor of S
     error_scale: np.ndarray = None  # (48,) RMS of e per dimension: the denoiser's fixed scale
+    temporal_acf: np.ndarray = None  # (48, lags) residual autocorrelation; None: white in time
 
     def __post_init__(self):
         self.mean = np.asarray(self.mean, np.float64)
@@ -60,6 +68,13 @@ class ConditionalNoiseModel:
                              f"{self.mean.shape} and {self.cov.shape}")
         if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.cov))):
             raise ValueError("CND statistics contain NaN or inf")
+        if self.temporal_acf is not None:
+            acf = np.asarray(self.temporal_acf, np.float64)
+            if acf.ndim != 2 or acf.shape[0] != ERROR_DIM or acf.shape[1] < 1 \
+                    or not np.all(np.isfinite(acf)) or np.any(np.abs(acf) > 1 + 1e-6):
+                raise ValueError(f"temporal_acf must be ({ERROR_DIM}, lags) with finite values "
+                                 f"in [-1, 1], got shape {acf.shape}")
+            self.temporal_acf = acf
         self._condition()
 
     @classmethod
@@ -110,6 +125,59 @@ class ConditionalNoiseModel:
             raise ValueError("fitting the CND needs at least 2 frames")
         return cls(mean=mean, cov=scatter / count, ridge=float(ridge), num_frames=int(count))
 
+    def residuals(self, keypoints_2d, pose_3d, ground_truth_3d) -> np.ndarray:
+        """Whitened residuals z = L^-1 (e - m(c)) of one sequence: (F, 48)."""
+        e = error_vectors(pose_3d, ground_truth_3d).reshape(-1, ERROR_DIM)
+        c = condition_vectors(keypoints_2d, pose_3d).reshape(-1, CONDITION_DIM)
+        return scipy.linalg.solve_triangular(self.cond_chol, (e - self.conditional_mean(c)).T,
+                                             lower=True).T
+
+    def with_temporal_correlation(self, sequences, lags: int = 243) -> "ConditionalNoiseModel":
+        """A copy whose residual keeps the autocorrelation measured on `sequences` (the same
+        (keypoints, pose, truth) triples as fit_sequences), at lags 0..lags-1."""
+        if lags < 1:
+            raise ValueError(f"lags must be >= 1, got {lags}")
+        products = np.zeros((ERROR_DIM, lags))
+        pairs = np.zeros(lags)
+        for sequence in sequences:
+            z = self.residuals(*sequence)
+            frames = z.shape[0]
+            if frames == 0:
+                continue
+            # all lags at once: autocorrelation through a zero-padded FFT
+            size = 1 << int(np.ceil(np.log2(2 * frames)))
+            spectrum = np.fft.rfft(z.T, n=size)
+            corr = np.fft.irfft(spectrum * np.conj(spectrum), n=size)[:, :lags]
+            usable = min(lags, frames)
+            products[:, :usable] += corr[:, :usable]
+            pairs[:usable] += frames - np.arange(usable)
+        if pairs[0] == 0:
+            raise ValueError("no frames to measure the temporal correlation on")
+        known = pairs > 0
+        covariance = products[:, known] / pairs[known]
+        acf = covariance / np.maximum(covariance[:, :1], 1e-12)
+        return ConditionalNoiseModel(mean=self.mean, cov=self.cov, ridge=self.ridge,
+                                     num_frames=self.num_frames,
+                                     temporal_acf=np.clip(acf, -1.0, 1.0))
+
+    def temporal_factors(self, frames: int) -> np.ndarray | None:
+        """(48, T, T) lower factors C_d with C_d C_d^T = the residual's correlation over T
+        frames, or None when the residual is white in time."""
+        if self.temporal_acf is None:
+            return None
+        if frames > self.temporal_acf.shape[1]:
+            raise ValueError(f"the CND's temporal correlation covers {self.temporal_acf.shape[1]} "
+                             f"frames, a window of {frames} needs more")
+        factors = np.empty((ERROR_DIM, frames, frames))
+        for d in range(ERROR_DIM):
+            # an empirical autocorrelation need not be positive definite: clip its spectrum
+            values, vectors = np.linalg.eigh(scipy.linalg.toeplitz(self.temporal_acf[d, :frames]))
+            values = np.maximum(values, 1e-6)
+            corr = (vectors * values) @ vectors.T
+            corr /= np.sqrt(np.outer(np.diag(corr), np.diag(corr)))
+            factors[d] = _robust_cholesky(corr)
+        return factors
+
     def _condition(self):
         e, c = slice(0, ERROR_DIM), slice(ERROR_DIM, None)
         sigma_cc = self.cov[c, c] + self.ridge * max(np.mean(np.diag(self.cov[c, c])), 1e-12) \
@@ -150,9 +218,12 @@ class ConditionalNoiseModel:
         # A tensor file like weights.pt: the CND's statistics are model parameters, loaded
         # with weights_only=True.
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"format": FORMAT, "version": VERSION, "mean": torch.from_numpy(self.mean),
-                    "cov": torch.from_numpy(self.cov), "ridge": float(self.ridge),
-                    "num_frames": int(self.num_frames)}, path)
+        data = {"format": FORMAT, "version": VERSION, "mean": torch.from_numpy(self.mean),
+                "cov": torch.from_numpy(self.cov), "ridge": float(self.ridge),
+                "num_frames": int(self.num_frames)}
+        if self.temporal_acf is not None:
+            data["temporal_acf"] = torch.from_numpy(self.temporal_acf)
+        torch.save(data, path)
 
     @classmethod
     def load(cls, path) -> "ConditionalNoiseModel":
@@ -161,11 +232,13 @@ class ConditionalNoiseModel:
             data = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(data, dict):
                 raise ValueError("not a mapping")
-            if data.get("format") != FORMAT or data.get("version") != VERSION:
+            if data.get("format") != FORMAT or data.get("version") not in (1, VERSION):
                 raise ValueError(f"format {data.get('format')!r} version "
-                                 f"{data.get('version')!r}, expected {FORMAT!r} {VERSION}")
+                                 f"{data.get('version')!r}, expected {FORMAT!r} 1..{VERSION}")
+            acf = data.get("temporal_acf")
             return cls(mean=data["mean"].numpy(), cov=data["cov"].numpy(),
-                       ridge=float(data["ridge"]), num_frames=int(data["num_frames"]))
+                       ridge=float(data["ridge"]), num_frames=int(data["num_frames"]),
+                       temporal_acf=None if acf is None else acf.numpy())
         except Exception as err:  # torch.load raises many types on foreign or corrupt files
             raise ValueError(f"{path}: not a valid CND file ({err})") from err
 
@@ -194,6 +267,9 @@ class TorchCND:
         self.gain_t = as_tensor(model.gain.T)          # (82, 48)
         self.chol_t = as_tensor(model.cond_chol.T)     # (48, 48)
         self.error_scale = as_tensor(model.error_scale)
+        self._model = model
+        self._factors = {}   # window length -> (48, T, T) temporal factors on the device
+        self._as_tensor = as_tensor
 
     def conditions(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor) -> torch.Tensor:
         """(..., 17, 2), (..., 17, 3) -> (..., 82)."""
@@ -206,9 +282,15 @@ class TorchCND:
 
     def sample(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """e~ for every frame, as full (..., 17, 3) poses with a zero root error."""
+        """e~ for every frame, as full (..., 17, 3) poses with a zero root error. Windows
+        (B, T, 17, .) get a temporally correlated residual when the CND has one."""
         mean = self.conditional_mean(self.conditions(keypoints_2d, pose_3d))
         z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        if self._model.temporal_acf is not None and mean.dim() == 3:
+            frames = mean.shape[1]
+            if frames not in self._factors:
+                self._factors[frames] = self._as_tensor(self._model.temporal_factors(frames))
+            z = torch.einsum("dts,bsd->btd", self._factors[frames], z)
         error = mean + z @ self.chol_t
         return torch.cat([torch.zeros_like(error[..., :3]), error], dim=-1).reshape(
             pose_3d.shape)

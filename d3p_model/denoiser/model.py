@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..nn.stc import MLP, STCAttention
-from ..skeleton import NUM_JOINTS, ROOT
+from ..skeleton import H36M17_PARENTS, NUM_JOINTS, ROOT
 
 
 @dataclass
@@ -30,6 +30,12 @@ class DenoiserConfig:
     heads: int = 1
     mlp_ratio: float = 2.0
     timesteps: int = 50          # largest diffusion step the embedding must represent
+    # Input features per joint token: the pose in metres times pose_scale (a body spans
+    # ~1.7 m, errors are centimetres: O(1) inputs let a small net resolve them) and, with
+    # bone_inputs, the bone vector to the parent joint (bone lengths that change over
+    # time are what tells a lifter's output from a correct skeleton).
+    pose_scale: float = 1.0
+    bone_inputs: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +95,7 @@ class PoseDenoiser(nn.Module):
         super().__init__()
         self.config = config
         d = config.width
-        self.embed = nn.Linear(3 + 2, d)
+        self.embed = nn.Linear(3 + 2 + (3 if config.bone_inputs else 0), d)
         self.joint_embedding = nn.Parameter(torch.zeros(1, 1, NUM_JOINTS, d))
         self.frame_embedding = nn.Parameter(torch.zeros(1, config.window, 1, d))
         nn.init.trunc_normal_(self.joint_embedding, std=0.02)
@@ -102,6 +108,8 @@ class PoseDenoiser(nn.Module):
         root_mask = torch.ones(NUM_JOINTS, 1)
         root_mask[ROOT] = 0
         self.register_buffer("root_mask", root_mask, persistent=False)
+        parents = torch.tensor([max(p, 0) for p in H36M17_PARENTS])
+        self.register_buffer("parents", parents, persistent=False)
 
     def forward(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
@@ -110,7 +118,11 @@ class PoseDenoiser(nn.Module):
         if frames != self.config.window or joints != NUM_JOINTS:
             raise ValueError(f"PoseDenoiser expects windows of {self.config.window} frames x "
                              f"{NUM_JOINTS} joints, got {tuple(noisy_pose.shape)}")
-        tokens = self.embed(torch.cat([noisy_pose, keypoints_2d], dim=-1))
+        pose = noisy_pose * self.config.pose_scale
+        features = [pose, keypoints_2d]
+        if self.config.bone_inputs:
+            features.append(pose - pose[:, :, self.parents])
+        tokens = self.embed(torch.cat(features, dim=-1))
         tokens = tokens + self.joint_embedding + self.frame_embedding
         step = self.step_mlp(sinusoidal_embedding(t, self.config.width).to(tokens.dtype))
         for block in self.blocks:

@@ -28,8 +28,16 @@ DEFAULTS = {
     "window": 27,                 # T, frames per window
     "stride": 9,                  # frames between training window starts
     "windows_per_epoch": None,    # an epoch = this many windows drawn afresh (None: all)
-    "model": {"depth": 4, "width": 32, "heads": 1, "mlp_ratio": 2.0},
+    "model": {"depth": 4, "width": 32, "heads": 1, "mlp_ratio": 2.0, "pose_scale": 1.0,
+              "bone_inputs": False},
     "noise": "cnd",               # cnd: sample e~ from the CND; real: use y_hat - y0
+    # the error of each training window is scaled by lambda ~ U[low, high]: a range that
+    # reaches 0 teaches the denoiser to judge how noisy its input is and to leave a clean
+    # skeleton alone; high > 1 covers inputs worse than the held-out outputs
+    "noise_level": [1.0, 1.0],
+    "clean_fraction": 0.0,        # windows whose lifter-like error is exactly 0 (lambda = 0)
+    "white_noise_mm": 0.0,        # plus i.i.d. noise per coordinate, sigma ~ U[0, this] per window
+    "cnd_temporal": False,        # CND residual with its measured temporal autocorrelation
     "diffusion": True,            # false: one step from y_hat, t = T always
     "timesteps": 50,
     "schedule_offset": 0.008,
@@ -135,6 +143,15 @@ def _validate(config: dict, where: str) -> None:
     need(isinstance(config["stride"], int) and config["stride"] >= 1, "stride must be an int >= 1")
     need(config["noise"] in ("cnd", "real"), "noise must be 'cnd' or 'real'")
     need(isinstance(config["diffusion"], bool), "diffusion must be true or false")
+    level = config["noise_level"]
+    need(isinstance(level, (list, tuple)) and len(level) == 2
+         and all(isinstance(v, (int, float)) for v in level) and 0 <= level[0] <= level[1],
+         "noise_level must be [low, high] with 0 <= low <= high")
+    need(isinstance(config["white_noise_mm"], (int, float)) and config["white_noise_mm"] >= 0,
+         "white_noise_mm must be >= 0")
+    need(isinstance(config["clean_fraction"], (int, float)) and 0 <= config["clean_fraction"] < 1,
+         "clean_fraction must be in [0, 1)")
+    need(isinstance(config["cnd_temporal"], bool), "cnd_temporal must be true or false")
     need(isinstance(config["timesteps"], int) and config["timesteps"] >= 1, "timesteps must be >= 1")
     need(isinstance(config["steps"], int) and 1 <= config["steps"] <= config["timesteps"],
          "steps must be in 1..timesteps")

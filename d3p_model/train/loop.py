@@ -99,6 +99,22 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
     else:
         error = pose - truth
     size = pose.shape[0]
+    per_window = (size,) + (1,) * (error.dim() - 1)
+    low, high = config["noise_level"]
+    if (low, high) != (1, 1):
+        level = torch.rand(per_window, generator=generator, device=pose.device) * (high - low)
+        error = error * (low + level).to(error.dtype)
+    if config["clean_fraction"]:
+        keep = torch.rand(per_window, generator=generator, device=pose.device) \
+            >= config["clean_fraction"]
+        error = error * keep.to(error.dtype)
+    if config["white_noise_mm"]:
+        # independent of the structured error: jitter on a correct skeleton is an input too
+        sigma = torch.rand(per_window, generator=generator, device=pose.device) \
+            * (config["white_noise_mm"] / 1000)
+        white = torch.randn(error.shape, generator=generator, device=pose.device) * sigma
+        white[:, :, ROOT] = 0   # root-relative poses: the root carries no error
+        error = error + white.to(error.dtype)
     timesteps = config["timesteps"]
     if config["diffusion"]:
         t = torch.randint(1, timesteps + 1, (size,), generator=generator, device=pose.device)
@@ -234,6 +250,9 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
     del predictions
     cnd = ConditionalNoiseModel.fit_sequences(
         (train_set.frames_of(k) for k in train_keys), ridge=config["cnd_ridge"])
+    if config["cnd_temporal"]:
+        cnd = cnd.with_temporal_correlation((train_set.frames_of(k) for k in train_keys),
+                                            lags=config["window"])
     tcnd = cnd.to_torch(device)
     scale = error_scale_per_joint(cnd).to(device, torch.float32)
 

@@ -1,0 +1,64 @@
+"""Do no harm: the known-error inputs are what they claim, and the verdict tells a refiner
+that leaves a skeleton alone or fixes it from one that moves a correct skeleton away."""
+
+import numpy as np
+import pytest
+
+from d3p_model.data.synthetic import make_synthetic_predictions
+from d3p_model.evaluate.do_no_harm import (CASES, OFFSET_JOINTS, corrupt, evaluate_do_no_harm,
+                                           harm_failures)
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    data = make_synthetic_predictions(num_sequences=3, num_frames=300, seed=5,
+                                      subjects=["SYN8"])
+    return [(k, s.keypoints_normalised(), s.ground_truth_3d) for k, s in data.items()]
+
+
+def test_inputs_have_the_stated_error(sequences):
+    _, _, truth = sequences[0]
+    truth = truth - truth[:, :1]
+    assert np.array_equal(corrupt(truth, "clean", 0), truth)
+    for case, sigma in (("iid_10mm", 0.010), ("iid_20mm", 0.020)):
+        error = corrupt(truth, case, 1) - truth
+        assert np.all(error[:, 0] == 0)
+        assert abs(error[:, 1:].std() - sigma) < 0.05 * sigma
+        assert np.array_equal(corrupt(truth, case, 1), corrupt(truth, case, 1))  # seeded
+    offset = corrupt(truth, "offset_30mm", 2) - truth
+    lengths = np.linalg.norm(offset, axis=-1)
+    np.testing.assert_allclose(lengths[:, list(OFFSET_JOINTS)], 0.030)
+    others = [j for j in range(17) if j not in OFFSET_JOINTS]
+    assert np.all(lengths[:, others] == 0)
+    assert np.allclose(offset, offset[:1])          # constant in time
+    with pytest.raises(ValueError, match="unknown"):
+        corrupt(truth, "jpeg", 0)
+
+
+def test_identity_and_oracle_refiners(sequences):
+    identity = evaluate_do_no_harm(lambda kp, pose: pose, sequences)
+    assert set(identity) == set(CASES)
+    assert identity["clean"]["refined_mm"] == 0
+    assert abs(identity["iid_20mm"]["input_mm"] - 20 * np.sqrt(8 / np.pi) * 16 / 17) < 1.0
+    assert abs(identity["offset_30mm"]["input_mm"] - 30 * 3 / 17) < 1e-6
+    # leaving the input alone improves nothing: every noisy case fails
+    assert harm_failures(identity) == ["iid_10mm", "iid_20mm", "offset_30mm"]
+
+    truths = {id(kp): t - t[:, :1] for _, kp, t in sequences}
+    oracle = evaluate_do_no_harm(lambda kp, pose: truths[id(kp)], sequences)
+    assert harm_failures(oracle) == [] and oracle["iid_10mm"]["refined_mm"] < 1e-9
+
+
+def test_a_refiner_that_pulls_towards_a_mean_pose_is_caught(sequences):
+    """What the old refiners did: replace the input by an estimate of its own (here a
+    blend with a fixed pose). It halves large noise, so the averages look good, but it
+    moves the clean and the slightly wrong skeletons away from the truth."""
+    mean_pose = np.mean([t[0] - t[0, :1] for _, _, t in sequences], axis=0)
+
+    def pull(kp, pose):
+        return 0.6 * pose + 0.4 * mean_pose
+
+    results = evaluate_do_no_harm(pull, sequences)
+    assert results["clean"]["refined_mm"] > 15
+    assert "offset_30mm" in harm_failures(results)
+    assert results["offset_30mm"]["worse_sequences"] == len(sequences)
