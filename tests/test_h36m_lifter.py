@@ -249,3 +249,34 @@ def test_demo_sample_is_generated_and_lifted_by_the_shipped_lifter():
         assert np.isfinite(seq.pose_3d).all()
         # a real lifter's estimate: close to, but not equal to, the truth
         assert 0.01 < mpjpe(seq.pose_3d, seq.ground_truth_3d) < 0.5
+
+
+def test_temporal_conv_lifter_trains_and_predicts(fake_h36m, tmp_path):
+    """The lifter of another family (the refiner's unseen estimator): 27 consecutive frames
+    through dilated convolutions; it learns, saves, reloads and lifts like the base lifter."""
+    from d3p_model.lifter.tcn import TemporalConvLifter
+    torch.set_num_threads(1)
+    model = TemporalConvLifter(blocks=2, width=16)
+    assert model.frames == 27 and list(model.offsets) == list(range(-13, 14))
+    assert model(torch.zeros(4, 27, 17, 2)).shape == (4, 17, 3)
+    # the output depends on the first and last frame of the window too (receptive field 27)
+    model.eval()
+    x = torch.randn(2, 27, 17, 2)
+    for frame in (0, 13, 26):
+        moved = x.clone()
+        moved[:, frame] += 1.0
+        assert not torch.allclose(model(x), model(moved)), frame
+
+    config = _tiny_config(steps=60)
+    config["model"] = {"type": "temporal_conv", "blocks": 1, "width": 32, "dropout": 0.0,
+                       "flip_test": True}
+    out = tmp_path / "tcn" / "gt2d" / "all"
+    train.train_fold(config, "all", out, fake_h36m, command="test", progress=False)
+    log = json.loads((out / "train_log.json").read_text())
+    assert log[-1]["train_mpjpe_mm"] < 0.7 * log[0]["train_mpjpe_mm"]
+    loaded = train.load_lifter(out)
+    assert isinstance(loaded, TemporalConvLifter) and loaded.frames == 9
+    held_out = predict.predict_split("gt2d", ["S9"], fake_h36m, tmp_path / "tcn")
+    assert "TemporalConvLifter" in held_out.meta["estimator"]
+    with pytest.raises(ValueError, match="unknown lifter type"):
+        train.build_model({"model": {"type": "transformer"}})

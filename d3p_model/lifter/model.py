@@ -37,11 +37,12 @@ class ResidualBlock(nn.Module):
         return x + self.layers(x)
 
 
-class WindowMLPLifter(nn.Module):
-    """(B, 2r + 1, 17, 2) normalised 2D frames -> (B, 17, 3) root-relative metres."""
+class WindowLifter(nn.Module):
+    """What every base lifter shares: 2r + 1 input frames spaced `dilation` apart around the
+    predicted frame, input standardisation, mirror augmentation and flip test, and lifting a
+    whole sequence. Subclasses build the network and define `forward`."""
 
-    def __init__(self, radius: int = 4, dilation: int = 2, width: int = 1024, blocks: int = 2,
-                 dropout: float = 0.1, flip_test: bool = True):
+    def __init__(self, radius: int, dilation: int, flip_test: bool):
         super().__init__()
         if radius < 0 or dilation < 1:
             raise ValueError(f"radius must be >= 0 and dilation >= 1, got {radius}, {dilation}")
@@ -51,11 +52,11 @@ class WindowMLPLifter(nn.Module):
         # saved with the weights.
         self.register_buffer("input_mean", torch.zeros(inputs))
         self.register_buffer("input_std", torch.ones(inputs))
-        self.stem = nn.Sequential(nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU(),
-                                  nn.Dropout(dropout))
-        self.blocks = nn.Sequential(*(ResidualBlock(width, dropout) for _ in range(blocks)))
-        self.head = nn.Linear(width, NUM_JOINTS * 3)
         self.register_buffer("mirror", torch.from_numpy(mirror_permutation()), persistent=False)
+
+    def standardised(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, frames, 17, 2) -> (B, frames * 34), standardised."""
+        return (windows.reshape(windows.shape[0], -1) - self.input_mean) / self.input_std
 
     @property
     def frames(self) -> int:
@@ -75,11 +76,6 @@ class WindowMLPLifter(nn.Module):
         flat = np.asarray(windows, np.float64).reshape(len(windows), -1)
         self.input_mean.copy_(torch.from_numpy(flat.mean(0)).float())
         self.input_std.copy_(torch.from_numpy(np.maximum(flat.std(0), 1e-3)).float())
-
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        flat = (windows.reshape(windows.shape[0], -1) - self.input_mean) / self.input_std
-        out = self.head(self.blocks(self.stem(flat))).reshape(-1, NUM_JOINTS, 3) * OUTPUT_SCALE
-        return out - out[:, ROOT:ROOT + 1]
 
     def mirrored(self, windows: torch.Tensor) -> torch.Tensor:
         """The left/right mirror image of 2D windows or 3D poses (x negated, sides swapped).
@@ -116,3 +112,22 @@ class WindowMLPLifter(nn.Module):
                .cpu().numpy() for i in range(0, len(index), batch_size)]
         self.train(was_training)
         return np.concatenate(out).astype(np.float32)
+
+
+
+class WindowMLPLifter(WindowLifter):
+    """(B, 2r + 1, 17, 2) normalised 2D frames -> (B, 17, 3) root-relative metres."""
+
+    def __init__(self, radius: int = 4, dilation: int = 2, width: int = 1024, blocks: int = 2,
+                 dropout: float = 0.1, flip_test: bool = True):
+        super().__init__(radius, dilation, flip_test)
+        inputs = self.frames * NUM_JOINTS * 2
+        self.stem = nn.Sequential(nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU(),
+                                  nn.Dropout(dropout))
+        self.blocks = nn.Sequential(*(ResidualBlock(width, dropout) for _ in range(blocks)))
+        self.head = nn.Linear(width, NUM_JOINTS * 3)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        flat = self.standardised(windows)
+        out = self.head(self.blocks(self.stem(flat))).reshape(-1, NUM_JOINTS, 3) * OUTPUT_SCALE
+        return out - out[:, ROOT:ROOT + 1]

@@ -55,7 +55,8 @@ def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> P
         pose = models[fold].lift(normalise_screen(seq.keypoints_2d, *seq.image_size))
         sequences[seq.key] = Sequence(keypoints_2d=seq.keypoints_2d, image_size=seq.image_size,
                                       pose_3d=pose, ground_truth_3d=seq.ground_truth_3d)
-    meta = {"estimator": "d3p base lifter (WindowMLPLifter)", "setting": setting,
+    kinds = sorted({type(m).__name__ for m in models.values()})
+    meta = {"estimator": f"d3p lifter ({', '.join(kinds)}) from {models_dir}", "setting": setting,
             "folds": folds, "fold_train_subjects": {
                 fold: _train_subjects(Path(models_dir) / setting / fold) for fold in models},
             "note": "held-out: each subject predicted by a model that did not train on it"}
@@ -74,6 +75,11 @@ def add_arguments(parser):
     parser.add_argument("--data", help="Human3.6M folder (default: D3P_DATA or ../shared)")
     parser.add_argument("--cache", help="output folder (default: cache/ or D3P_CACHE)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--models", type=Path, default=MODELS_DIR,
+                        help="lifter models folder, <setting>/<fold>/ inside (default: the "
+                             "base lifter's); e.g. d3p_model/models/lifter_tcn for the unseen one")
+    parser.add_argument("--name", help="output folder name under predictions/ (default: the "
+                                       "setting)")
 
 
 def main(args) -> int:
@@ -83,7 +89,8 @@ def main(args) -> int:
     for setting in args.setting:
         for split in args.split:
             subjects = TRAIN_SUBJECTS if split == "train_heldout" else TEST_SUBJECTS
-            path = out_root / "predictions" / setting / f"{split}.npz"
-            save_predictions(path, predict_split(setting, subjects, args.data))
+            name = args.name or setting
+            path = out_root / "predictions" / name / f"{split}.npz"
+            save_predictions(path, predict_split(setting, subjects, args.data, args.models))
             print(f"wrote {path}")
     return 0

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from ..data.h36m import load_sequences
 from ..data.predictions import action_of, normalise_screen
-from .model import WindowMLPLifter
+from .model import WindowLifter, WindowMLPLifter
+from .tcn import TemporalConvLifter
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "lifter"
 CHECKPOINT_SECONDS = 120
@@ -55,15 +56,24 @@ def fold_subjects(config: dict, fold: str) -> tuple[list[str], list[str]]:
     return train, predicts
 
 
-def build_model(config: dict) -> WindowMLPLifter:
-    return WindowMLPLifter(**config["model"])
+LIFTERS = {"window_mlp": WindowMLPLifter, "temporal_conv": TemporalConvLifter}
+
+
+def build_model(config: dict) -> WindowLifter:
+    """config["model"]: the lifter's arguments, with `type` naming its family (default
+    window_mlp, the base lifter)."""
+    arguments = dict(config["model"])
+    kind = arguments.pop("type", "window_mlp")
+    if kind not in LIFTERS:
+        raise ValueError(f"unknown lifter type {kind!r}; known: {sorted(LIFTERS)}")
+    return LIFTERS[kind](**arguments)
 
 
 class FrameSampler:
     """Every frame of many sequences in flat arrays; a batch is random centre frames (every
     `frame_stride`-th frame of each sequence) with their 2D windows and 3D targets."""
 
-    def __init__(self, sequences, model: WindowMLPLifter, frame_stride: int,
+    def __init__(self, sequences, model: WindowLifter, frame_stride: int,
                  rng: np.random.Generator):
         self.rng, self.offsets = rng, model.offsets
         self.x = np.concatenate([normalise_screen(s.keypoints_2d, *s.image_size) for s in sequences])
@@ -101,7 +111,7 @@ def learning_rate(step: int, train: dict) -> float:
     return train["lr_final"] + 0.5 * (train["lr"] - train["lr_final"]) * (1 + math.cos(math.pi * progress))
 
 
-def heldout_mpjpe_mm(model: WindowMLPLifter, sequences, frame_every: int = 10) -> float:
+def heldout_mpjpe_mm(model: WindowLifter, sequences, frame_every: int = 10) -> float:
     """Action-mean MPJPE (mm) over every `frame_every`-th frame: the learning curve."""
     errors: dict[str, list[float]] = {}
     for seq in sequences:
@@ -204,7 +214,7 @@ def train_fold(config: dict, fold: str, out_dir: Path, data=None, resume=False,
     return out_dir
 
 
-def train_batch(sampler: FrameSampler, model: WindowMLPLifter, train: dict):
+def train_batch(sampler: FrameSampler, model: WindowLifter, train: dict):
     x, y = sampler.batch(train["batch_size"])
     if train["flip"]:  # mirror half the batch: negated x, left and right swapped
         mirror = torch.from_numpy(sampler.rng.random(len(x)) < 0.5)
@@ -213,7 +223,7 @@ def train_batch(sampler: FrameSampler, model: WindowMLPLifter, train: dict):
     return x, y
 
 
-def load_lifter(fold_dir: Path, device="cpu") -> WindowMLPLifter:
+def load_lifter(fold_dir: Path, device="cpu") -> WindowLifter:
     with open(Path(fold_dir) / "config.yaml") as f:
         config = yaml.safe_load(f)
     model = build_model(config)
