@@ -292,3 +292,33 @@ def test_noise_level_clean_fraction_and_white_noise(tmp_path, monkeypatch):
         load_config({**MICRO, "noise_level": [1.0, 0.5]})
     with pytest.raises(ConfigError, match="clean_fraction"):
         load_config({**MICRO, "clean_fraction": 1.0})
+
+
+def test_clean_loss_weights_each_window_by_its_remaining_error():
+    """loss: clean is the error loss times b_t^2 = 1 - abar_t: at small t little of the error
+    is left in y_t, so little is asked of the prediction there."""
+    from d3p_model.diffusion.schedule import cosine_alpha_bar
+    from d3p_model.train import loop
+    config = load_config({**MICRO, "noise": "real"})
+    alpha_bar = cosine_alpha_bar(config["timesteps"], config["schedule_offset"])
+    truth = torch.zeros(2, 5, 17, 3)
+    pose = torch.ones(2, 5, 17, 3)
+    keypoints = torch.zeros(2, 5, 17, 2)
+    scale = torch.ones(17, 3)
+
+    class Zero(torch.nn.Module):
+        def forward(self, noisy, keypoints, t):
+            self.t = t
+            return torch.zeros_like(noisy)
+    model = Zero()
+    generator = torch.Generator().manual_seed(0)
+    error_loss = loop._loss(model, (keypoints, pose, truth), None, scale, alpha_bar, config,
+                            generator)
+    assert float(error_loss) == pytest.approx(1.0)
+    generator.manual_seed(0)
+    clean_loss = loop._loss(model, (keypoints, pose, truth), None, scale, alpha_bar,
+                            {**config, "loss": "clean"}, generator)
+    expected = float((1 - alpha_bar[model.t]).mean())
+    assert float(clean_loss) == pytest.approx(expected) and expected < 1
+    with pytest.raises(ConfigError, match="loss"):
+        load_config({**MICRO, "loss": "l1"})

@@ -40,6 +40,9 @@ DEFAULTS = {
     "cnd_temporal": False,        # CND residual with its measured temporal autocorrelation
     "diffusion": True,            # false: one step from y_hat, t = T always
     "timesteps": 50,
+    # error: MSE of the predicted error (the design); clean: MSE of the recovered clean pose,
+    # i.e. the error MSE weighted by b_t^2 = 1 - abar_t
+    "loss": "error",
     "schedule_offset": 0.008,
     "steps": 2,                   # DDIM steps at inference (and for validation)
     "cnd_ridge": 1.0e-6,
@@ -142,6 +145,7 @@ def _validate(config: dict, where: str) -> None:
     need(isinstance(config["window"], int) and config["window"] >= 1, "window must be an int >= 1")
     need(isinstance(config["stride"], int) and config["stride"] >= 1, "stride must be an int >= 1")
     need(config["noise"] in ("cnd", "real"), "noise must be 'cnd' or 'real'")
+    need(config["loss"] in ("error", "clean"), "loss must be 'error' or 'clean'")
     need(isinstance(config["diffusion"], bool), "diffusion must be true or false")
     level = config["noise_level"]
     need(isinstance(level, (list, tuple)) and len(level) == 2

@@ -122,7 +122,14 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
         t = torch.full((size,), timesteps, dtype=torch.long, device=pose.device)
     noisy = forward_noisy_pose(truth, error, t, alpha_bar)
     predicted = model(noisy, keypoints, t)
-    return ((predicted - error / scale) ** 2)[:, :, NON_ROOT].mean()
+    squared = (predicted - error / scale) ** 2
+    if config["loss"] == "clean":
+        # the error of the recovered clean pose, (y_t - b e_pred) - y0 = b (e - e_pred): at
+        # small t only a sliver b_t e of a smooth error is left in y_t, and asking for all
+        # of e there asks the impossible
+        squared = squared * (1 - alpha_bar.to(pose.device)[t]).to(squared.dtype).reshape(
+            (size,) + (1,) * (squared.dim() - 1))
+    return squared[:, :, NON_ROOT].mean()
 
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
