@@ -16,6 +16,13 @@ from d3p_model.skeleton import H36M17, NUM_JOINTS, ROOT
 
 ACCEPTED_LAYOUTS = ("", H36M17)
 
+# Bounds of what a camera and a human body can produce. Values beyond them are not a pose
+# (a detector's or lifter's garbage, a unit error), and the model would pass them through.
+MIN_IMAGE_SIDE = 16             # pixels, each of width and height
+MAX_IMAGE_SIDE = 32768
+MAX_JOINT_DISTANCE_M = 3.0      # any joint from the pelvis; a body spans ~1.2 m, arms raised
+MAX_ROOT_DISTANCE_M = 1000.0    # the pelvis of absolute input from the camera
+
 
 class InvalidSkeleton(ValueError):
     """One person's message that cannot be used; `reason` names the diagnostics counter."""
@@ -77,9 +84,10 @@ def skeleton2d_to_numpy(msg, max_missing_joints: int = NUM_JOINTS - 1) -> Keypoi
             "wrong_joint_count",
             f"track {track_id}: 2D skeleton has {u.size} u and {v.size} v values, expected {NUM_JOINTS}")
     width, height = int(msg.image_width), int(msg.image_height)
-    if width <= 0 or height <= 0:
-        raise InvalidSkeleton("bad_image_size",
-                              f"track {track_id}: image size {width}x{height} must be positive")
+    if not (MIN_IMAGE_SIDE <= width <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= height <= MAX_IMAGE_SIDE):
+        raise InvalidSkeleton(
+            "bad_image_size", f"track {track_id}: image size {width}x{height} is outside "
+            f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels per side")
     conf = _confidence(msg.confidence, track_id, "2D")
     pixels = np.stack([u, v], axis=-1)
     finite = np.all(np.isfinite(pixels), axis=-1)
@@ -93,7 +101,14 @@ def skeleton2d_to_numpy(msg, max_missing_joints: int = NUM_JOINTS - 1) -> Keypoi
         raise InvalidSkeleton(
             "too_many_missing_joints",
             f"track {track_id}: {missing} joints have confidence 0 (at most {max_missing_joints} allowed)")
-    normalised = normalise_screen(np.where(visible[:, None], pixels, 0.0), width, height)
+    px = np.where(visible[:, None], pixels, 0.0).astype(np.float64)
+    if np.any(px < -np.array([width, height])) or np.any(px > 2 * np.array([width, height])):
+        raise InvalidSkeleton(
+            "implausible_keypoints",
+            f"track {track_id}: a detected 2D joint lies more than one image size "
+            f"({width}x{height}) outside the image")
+    normalised = normalise_screen(px, width, height)
+    _require_finite(normalised[visible], track_id, "normalised 2D coordinates")
     normalised[~visible] = np.nan
     pixels = np.where(visible[:, None], pixels, np.nan).astype(np.float32)
     return Keypoints2D(track_id, normalised.astype(np.float32), visible, conf, pixels)
@@ -108,14 +123,32 @@ def skeleton3d_to_numpy(msg) -> Pose3D:
         raise InvalidSkeleton(
             "wrong_joint_count",
             f"track {track_id}: 3D skeleton has {positions.size} position values, expected {NUM_JOINTS * 3}")
-    if not np.all(np.isfinite(positions)):
-        raise InvalidSkeleton("non_finite", f"track {track_id}: 3D positions contain NaN or inf")
-    positions = positions.reshape(NUM_JOINTS, 3)
+    _require_finite(positions, track_id, "3D positions")
+    positions = positions.reshape(NUM_JOINTS, 3).astype(np.float64)   # no float32 overflow below
     # Root-relative input should already have the root at 0; subtracting it either way keeps
     # the model's convention exact, and adding it back restores what came in.
     root = positions[ROOT].copy()
+    relative = positions - root
+    _require_finite(relative, track_id, "root-relative 3D positions")
+    farthest = float(np.linalg.norm(relative, axis=-1).max())
+    if farthest > MAX_JOINT_DISTANCE_M:
+        raise InvalidSkeleton(
+            "implausible_pose", f"track {track_id}: a joint lies {farthest:.3g} m from the pelvis "
+            f"(a body allows at most {MAX_JOINT_DISTANCE_M} m)")
+    root_distance = float(np.linalg.norm(root))
+    if root_distance > MAX_ROOT_DISTANCE_M:
+        raise InvalidSkeleton(
+            "implausible_pose", f"track {track_id}: the pelvis lies {root_distance:.3g} m from the "
+            f"camera (at most {MAX_ROOT_DISTANCE_M:g} m)")
     conf = _confidence(msg.confidence, track_id, "3D")
-    return Pose3D(track_id, positions - root, root, bool(msg.root_relative), conf)
+    return Pose3D(track_id, relative.astype(np.float32), root.astype(np.float32),
+                  bool(msg.root_relative), conf)
+
+
+def _require_finite(values: np.ndarray, track_id: int, what: str) -> None:
+    # after every conversion too: finite input can overflow on the way (3e38 - -3e38 = inf)
+    if not np.all(np.isfinite(values)):
+        raise InvalidSkeleton("non_finite", f"track {track_id}: {what} contain NaN or inf")
 
 
 def stamp_to_ns(stamp) -> int:

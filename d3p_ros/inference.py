@@ -19,6 +19,40 @@ from d3p_model.skeleton import NUM_JOINTS
 _log = logging.getLogger(__name__)
 
 
+class MissingDependency(RuntimeError):
+    """A Python package a backend needs is not installed; the text says how to get it."""
+
+
+def missing_onnx_message(module: str) -> str:
+    # rosdep/colcon installs neither onnxruntime nor onnx: say exactly what to do instead
+    if module.split(".")[0] == "onnx":
+        return ("backend 'onnx' has to export this model to ONNX first, which needs the onnx "
+                "package: `pip install onnx` (or `d3p export --model DIR` on a machine that has "
+                "it), or run with backend:=torch")
+    return (f"backend 'onnx' needs ONNX Runtime (Python module {module!r} is not installed): "
+            "`pip install onnxruntime` (CPU) or `pip install onnxruntime-gpu` (CUDA), in a "
+            "ROS workspace the rosdep key python3-onnxruntime-pip (or "
+            "python3-onnxruntime-gpu-pip); or run the PyTorch backend instead: backend:=torch")
+
+
+def refine_isolated(backend, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> list:
+    """Refine a batch of windows in one call; should the backend reject the batch, refine
+    each window alone, so that one person's bad window costs only that person.
+    Returns, per window, the refined (T, 17, 3) or the exception that window raised."""
+    try:
+        return list(backend.refine(keypoints_2d, pose_3d))
+    except Exception as batch_error:  # noqa: BLE001 - which window caused it is found below
+        if len(keypoints_2d) == 1:
+            return [batch_error]
+    results = []
+    for kp, pose in zip(keypoints_2d, pose_3d):
+        try:
+            results.append(backend.refine(kp[None], pose[None])[0])
+        except Exception as err:  # noqa: BLE001 - reported per window by the caller
+            results.append(err)
+    return results
+
+
 class RefinerBackend:
     """What the node relies on. Subclasses set the attributes in `__init__`."""
 
@@ -91,8 +125,11 @@ class OnnxBackend(RefinerBackend):
             raise ValueError(f"steps must be >= 0 (0 = the model's default), got {steps}")
         self.name = "onnx"
         self.model_dir = Path(model_dir)
-        self._refiner = OnnxRefiner.load(self.model_dir, steps=steps or None, device=device,
-                                         num_threads=num_threads, fp16=fp16, warn=warn)
+        try:
+            self._refiner = OnnxRefiner.load(self.model_dir, steps=steps or None, device=device,
+                                             num_threads=num_threads, fp16=fp16, warn=warn)
+        except ModuleNotFoundError as err:
+            raise MissingDependency(missing_onnx_message(err.name or str(err))) from err
         self.device = self._refiner.device
         self.precision = self._refiner.precision
         self.window = self._refiner.window

@@ -6,7 +6,11 @@ Stamps decide what a frame means for its track:
 - earlier than the last frame by less than `backward_jump`: out of order, dropped;
 - earlier by `backward_jump` or more (a bag loop, a restarted source): the window restarts;
 - later by more than `max_gap`: the old frames no longer belong to this motion, restart.
-Tracks whose last frame is more than `track_timeout` away from the newest stamp are forgotten.
+Tracks whose last frame is more than `track_timeout` away from the stamps of the last
+`PRUNE_FRAMES` frames are forgotten: after a bag loop the old tracks lie in the future and go
+too, but one frame with a wild stamp does not make everyone else look stale. At most
+`max_tracks` tracks: a new person replaces the least recently seen track, unless every
+track was seen in the current frame (then the new person is refused).
 
 Modes: `lag = 0` is causal (the newest frame is refined as soon as it arrives, the window
 padded at its start by repeating the first frame); `lag = L > 0` refines frame t once L
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+PRUNE_FRAMES = 3    # a track is stale only when this many consecutive frames say so
+
 
 class Push(enum.Enum):
     ADDED = "added"
@@ -35,10 +41,12 @@ class Push(enum.Enum):
     DUPLICATE = "duplicate_stamp"
     OUT_OF_ORDER = "out_of_order_stamp"
     TRACK_LIMIT = "track_limit"
+    NEW_TRACK_EVICTED = "track_evicted"     # a new track, in place of the least recently seen
 
     @property
     def accepted(self) -> bool:
-        return self in (Push.ADDED, Push.NEW_TRACK, Push.RESET_GAP, Push.RESET_BACKWARD_JUMP)
+        return self in (Push.ADDED, Push.NEW_TRACK, Push.NEW_TRACK_EVICTED, Push.RESET_GAP,
+                        Push.RESET_BACKWARD_JUMP)
 
 
 @dataclass
@@ -84,8 +92,9 @@ class WindowManager:
         self.max_gap_ns = int(max_gap * 1e9)
         self.backward_jump_ns = int(backward_jump * 1e9)
         self.max_tracks = int(max_tracks)
-        self.tracks: OrderedDict[int, Track] = OrderedDict()
+        self.tracks: OrderedDict[int, Track] = OrderedDict()    # least recently seen first
         self._orphaned = 0      # pending frames of tracks forgotten before anyone took them
+        self._recent_ns: deque = deque(maxlen=PRUNE_FRAMES)     # stamps prune() was given
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -96,10 +105,14 @@ class WindowManager:
         track = self.tracks.get(track_id)
         status = Push.ADDED
         if track is None:
-            if len(self.tracks) >= self.max_tracks:
-                return Push.TRACK_LIMIT
-            track = self.tracks[track_id] = Track(deque(maxlen=self.window))
             status = Push.NEW_TRACK
+            if len(self.tracks) >= self.max_tracks:
+                oldest_id, oldest = next(iter(self.tracks.items()))
+                if oldest.frames and oldest.frames[-1].stamp_ns == stamp_ns:
+                    return Push.TRACK_LIMIT     # all max_tracks are in this very frame
+                self._forget(oldest_id)
+                status = Push.NEW_TRACK_EVICTED
+            track = self.tracks[track_id] = Track(deque(maxlen=self.window))
         elif track.frames:
             last = track.frames[-1].stamp_ns
             if stamp_ns == last:
@@ -170,15 +183,22 @@ class WindowManager:
         return windows, skipped
 
     def prune(self, now_ns: int) -> list[int]:
-        """Forget tracks whose last frame is further than the timeout from `now_ns`.
+        """Call once per frame, before its pushes. Forgets the tracks whose last frame is
+        further than the timeout from `now_ns` and from the previous PRUNE_FRAMES - 1 frames.
 
         Distance, not age: after a bag loop the old tracks lie in the future and go too.
+        Several frames: a single frame stamped far off (a clock glitch) forgets nobody.
         """
+        self._recent_ns.append(int(now_ns))
         stale = [tid for tid, tr in self.tracks.items()
-                 if not tr.frames or abs(now_ns - tr.frames[-1].stamp_ns) > self.timeout_ns]
+                 if not tr.frames or all(abs(t - tr.frames[-1].stamp_ns) > self.timeout_ns
+                                         for t in self._recent_ns)]
         for tid in stale:
-            self._orphaned += self.tracks.pop(tid).pending
+            self._forget(tid)
         return stale
+
+    def _forget(self, track_id: int) -> None:
+        self._orphaned += self.tracks.pop(track_id).pending
 
     def fill(self) -> float:
         """Mean fraction of the window held by the current tracks (0 with no tracks)."""
@@ -189,4 +209,5 @@ class WindowManager:
     def clear(self) -> None:
         self.tracks.clear()
         self._orphaned = 0
+        self._recent_ns.clear()
 

@@ -84,16 +84,55 @@ def test_tracks_are_kept_apart_and_timeout_prunes():
     assert np.all(wm.ready(1).pose_3d == 1.0) and np.all(wm.ready(2).pose_3d == 2.0)
     assert wm.prune(int(1200 * MS)) == [2]          # track 2 last seen 1.2 s ago
     assert list(wm.tracks) == [1]
-    assert wm.prune(int(-5000 * MS)) == [1]         # stamps jumped far back: stale too
+    assert wm.prune(int(-5000 * MS)) == []          # one frame far back: not yet ...
+    assert wm.prune(int(-4980 * MS)) == []
+    assert wm.prune(int(-4960 * MS)) == [1]         # ... three: stamps jumped back, stale too
 
 
 def test_track_limit():
     wm = WindowManager(window=3, max_tracks=2)
     push(wm, 1, 0)
     push(wm, 2, 0)
-    assert push(wm, 3, 0) is Push.TRACK_LIMIT
+    assert push(wm, 3, 0) is Push.TRACK_LIMIT       # both were seen in this very frame
     assert not Push.TRACK_LIMIT.accepted and Push.RESET_GAP.accepted
     assert sorted(wm.tracks) == [1, 2]
+
+
+def test_new_person_replaces_the_least_recently_seen_track():
+    # Defect 5: with every slot held by a person gone from view (ids that changed), a new
+    # person was refused until the timeout: 96% of person-frames were dropped.
+    wm = WindowManager(window=3, max_tracks=2)
+    push(wm, 1, 0)
+    push(wm, 2, 0)
+    push(wm, 2, 20)
+    assert push(wm, 3, 20) is Push.NEW_TRACK_EVICTED and Push.NEW_TRACK_EVICTED.accepted
+    assert sorted(wm.tracks) == [2, 3]              # 1, seen last, went
+    assert push(wm, 4, 20) is Push.TRACK_LIMIT      # 2 and 3 are both in this frame
+
+
+def test_ids_that_change_every_frame_are_all_refined():
+    wm = WindowManager(window=3, max_tracks=32, track_timeout=1.0)
+    accepted = 0
+    for frame in range(50):                         # 20 people, new ids every frame, 50 Hz
+        wm.prune(frame * 20 * MS)
+        for person in range(20):
+            accepted += push(wm, 1000 * frame + person, frame * 20).accepted
+    assert accepted == 50 * 20 and len(wm) <= 32
+
+
+def test_one_far_future_frame_forgets_nobody():
+    # Defect 6: one frame of one person stamped an hour ahead made every other person
+    # "stale" (pruned by stamp distance) and restarted all their windows.
+    wm = WindowManager(window=5, track_timeout=1.0)
+    for i in range(5):
+        wm.prune(i * 20 * MS)
+        for tid in (1, 2, 3):
+            push(wm, tid, i * 20)
+    wm.prune(3600 * 1000 * MS)
+    assert push(wm, 1, 3600 * 1000) is Push.RESET_GAP
+    wm.prune(100 * MS)
+    assert sorted(wm.tracks) == [1, 2, 3]
+    assert push(wm, 2, 100) is Push.ADDED and len(wm.tracks[2].frames) == 5
 
 
 def test_missing_joints_hold_last_position():
@@ -176,3 +215,58 @@ def test_3d_conversion_subtracts_root():
 def test_3d_conversion_rejects(positions):
     with pytest.raises(InvalidSkeleton):
         skeleton3d_to_numpy(sk3d(positions))
+
+
+def test_3d_overflow_after_root_subtraction_is_caught():
+    # Defect 3: finite float32 input whose root-relative form overflows (3e38 - -3e38).
+    positions = np.zeros((17, 3), np.float32)
+    positions[0, 0], positions[16, 0] = 3e38, -3e38
+    with pytest.raises(InvalidSkeleton) as err:
+        skeleton3d_to_numpy(sk3d(positions.reshape(-1).tolist(), root_relative=False))
+    assert err.value.reason in ("non_finite", "implausible_pose")
+
+
+@pytest.mark.parametrize("joint, value, root_relative", [
+    (5, 1e30, True),            # a joint at 1e30 m
+    (5, 3.5, True),             # 3.5 m from the pelvis: no body is that long
+    (0, 2000.0, False),         # the whole person 2 km from the camera
+])
+def test_3d_physically_impossible_is_rejected(joint, value, root_relative):
+    # Defect 4: absurd finite values passed through to the output, uncounted.
+    positions = np.zeros((17, 3), np.float32)
+    positions[joint, 2] = value
+    if not root_relative:
+        positions[1:, 2] += value
+    with pytest.raises(InvalidSkeleton) as err:
+        skeleton3d_to_numpy(sk3d(positions.reshape(-1).tolist(), root_relative=root_relative))
+    assert err.value.reason == "implausible_pose"
+
+
+def test_3d_absolute_person_far_away_but_plausible_is_kept():
+    positions = np.arange(51, dtype=np.float32).reshape(17, 3) / 100 + np.float32(40.0)
+    out = skeleton3d_to_numpy(sk3d(positions.reshape(-1).tolist(), root_relative=False))
+    assert np.allclose(out.relative + out.root, positions, atol=1e-5)
+
+
+@pytest.mark.parametrize("width, height", [(1, 1), (1, 2**32 - 1), (640, 8), (100000, 480)])
+def test_2d_impossible_image_size_is_rejected(width, height):
+    with pytest.raises(InvalidSkeleton) as err:
+        skeleton2d_to_numpy(sk2d(width=width, height=height))
+    assert err.value.reason == "bad_image_size"
+
+
+@pytest.mark.parametrize("u0", [1e30, -1e5, 2100.0])
+def test_2d_keypoint_far_outside_the_image_is_rejected(u0):
+    u = [u0] + list(np.linspace(100, 900, 16))
+    with pytest.raises(InvalidSkeleton) as err:
+        skeleton2d_to_numpy(sk2d(u=u))
+    assert err.value.reason == "implausible_keypoints"
+
+
+def test_2d_keypoint_a_little_outside_the_image_is_kept():
+    u = [-50.0] + list(np.linspace(100, 900, 16))
+    out = skeleton2d_to_numpy(sk2d(u=u))
+    assert out.visible.all()
+    undetected_far = [1e30] + list(np.linspace(100, 900, 16))    # confidence 0: ignored
+    out = skeleton2d_to_numpy(sk2d(u=undetected_far, conf=[0.0] + [1.0] * 16), max_missing_joints=6)
+    assert not out.visible[0]
