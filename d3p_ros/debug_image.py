@@ -26,6 +26,11 @@ def _cv_bridge():
     return CvBridge()
 
 
+def cv_bridge_available() -> bool:
+    # cv_bridge is optional (not a package.xml dependency): only the debug image uses it
+    return _cv_bridge() is not None
+
+
 def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB copy; ValueError for what it cannot read."""
     bridge = _cv_bridge()
@@ -33,8 +38,9 @@ def image_to_rgb(msg) -> np.ndarray:
         return np.array(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     encoding = msg.encoding.lower()
     if encoding not in CHANNELS:
-        raise ValueError(f"image encoding {msg.encoding!r} not supported without cv_bridge "
-                         f"(use one of {sorted(CHANNELS)})")
+        raise ValueError(f"image encoding {msg.encoding!r} needs cv_bridge, which is not "
+                         f"installed (install ros-$ROS_DISTRO-cv-bridge, or publish one of "
+                         f"{sorted(CHANNELS)})")
     channels = CHANNELS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     data = np.frombuffer(bytes(msg.data), dtype=np.uint8)

@@ -19,9 +19,18 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 DROP_COUNTERS = (
     "invalid_non_finite", "invalid_wrong_joint_count", "invalid_wrong_layout",
     "invalid_bad_image_size", "invalid_too_many_missing_joints",
+    "invalid_implausible_pose", "invalid_implausible_keypoints",
     "dropped_duplicate_stamp", "dropped_out_of_order_stamp", "dropped_track_limit",
     "dropped_unmatched_track", "dropped_duplicate_track", "dropped_unpaired",
     "dropped_inference_error", "dropped_non_finite_output", "dropped_processing_error",
+)
+# The other counters. All are in every report from the start, as 0 until they move, so a
+# monitor can tell "nothing happened" from "not reported".
+COUNTERS = (
+    "received_2d", "received_3d", "pairs", "inference_batches", "published_frames",
+    "published_skeletons", "skipped_behind", "filled_joints", "frame_id_mismatch",
+    "tracks_started", "tracks_evicted", "tracks_timed_out", "reset_gap", "reset_backward_jump",
+    "debug_images", "debug_image_no_match", "debug_image_errors",
 )
 
 
@@ -39,7 +48,7 @@ def rss_mb() -> float:
 
 class NodeStats:
     def __init__(self, timing_samples: int = 500):
-        self.counters: Counter = Counter()
+        self.counters: Counter = Counter({name: 0 for name in COUNTERS + DROP_COUNTERS})
         self.processing_ms: deque = deque(maxlen=timing_samples)
         self._lock = threading.Lock()
         self._dropped_at_last_report = 0

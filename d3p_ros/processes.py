@@ -49,10 +49,13 @@ def _executable(name: str, module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def node_command(overrides: dict | None = None, params_file: Path | None = None) -> list[str]:
+def node_command(overrides: dict | None = None, params_file: Path | None = None,
+                 namespace: str = "") -> list[str]:
     """The refiner node's command line, as launch/refiner.launch.py starts it."""
     cmd = _executable("refiner_node", "d3p_ros.refiner_node")
     cmd += ["--ros-args", "--params-file", str(params_file or config_file())]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     for name, value in (overrides or {}).items():
         if isinstance(value, bool):
             value = str(value).lower()

@@ -6,7 +6,9 @@ model if it was released, start the inference worker, subscribe. deactivate: uns
 stop (join) the worker, release the model, forget the windows. cleanup: drop publishers and
 timers. With `autostart` (default) the node configures and activates itself, so `ros2 run`
 and the launch file need no lifecycle manager; if that configure fails the process exits
-with status 1.
+with status 1. The `shutdown` transition (`ros2 lifecycle set /d3p_refiner shutdown`) ends
+the process (status 0). Parameters set while the node runs are checked by a callback that
+rejects invalid values with the reason; they take effect at the next configure.
 
 Threads: the subscription callbacks (executor thread) only pair, convert and push frames
 into the per-track windows. One inference worker thread, whenever it is free, takes every
@@ -20,27 +22,32 @@ Run:  python -m d3p_ros.refiner_node --ros-args --params-file config/refiner.yam
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType)
+                                ParameterType, SetParametersResult)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.validate_topic_name import validate_topic_name
 
 from d3p_model.skeleton import NUM_JOINTS
 from d3p_ros.conversions import (InvalidSkeleton, fill_skeleton3d, skeleton2d_to_numpy,
                                  skeleton3d_to_numpy, stamp_to_ns)
 from d3p_ros.diagnostics import NodeStats, diagnostic_array
-from d3p_ros.inference import BACKENDS, create_backend
-from d3p_ros.debug_image import DebugImageRenderer
-from d3p_ros.markers import skeleton_markers, track_color
+from d3p_ros.inference import BACKENDS, create_backend, refine_isolated
+from d3p_ros.debug_image import DebugImageRenderer, cv_bridge_available
+from d3p_ros.markers import MarkerIds, skeleton_markers, track_color
 from d3p_ros.synchronizer import make_synchronizer
+from d3p_ros.throttle import KindThrottle
 from d3p_ros.windows import Push, WindowManager
 
 NODE_NAME = "d3p_refiner"
@@ -48,6 +55,7 @@ MODES = ("causal", "lagged")
 WORKER_JOIN_TIMEOUT = 30.0      # s; a backend call longer than this is reported, not waited for
 MAX_PENDING_EMPTY = 100         # "nobody in view" frames waiting for the worker
 QOS_CHOICES = ("sensor_data", "reliable")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 _STR, _INT, _DBL, _BOOL = (ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER,
                            ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_BOOL)
@@ -60,15 +68,15 @@ PARAMETERS = {
     "fp16": (False, _BOOL, "half precision on CUDA (ignored on the CPU)", None),
     "steps": (0, _INT, "DDIM steps K; 0 = the model's default", (0, 50)),
     "num_threads": (1, _INT, "CPU threads for inference; 0 = the library default", (0, 256)),
-    "input_2d_topic": ("/human_pose2d", _STR, "d3p_ros/Skeleton2DArray input", None),
-    "input_3d_topic": ("/human_pose3d", _STR, "d3p_ros/Skeleton3DArray input (the lifter's)", None),
-    "output_topic": ("/human_pose3d_refined", _STR, "d3p_ros/Skeleton3DArray output", None),
-    "markers_topic": ("/human_pose3d_refined/markers", _STR, "visualization_msgs/MarkerArray", None),
+    "input_2d_topic": ("human_pose2d", _STR, "d3p_ros/Skeleton2DArray input", None),
+    "input_3d_topic": ("human_pose3d", _STR, "d3p_ros/Skeleton3DArray input (the lifter's)", None),
+    "output_topic": ("human_pose3d_refined", _STR, "d3p_ros/Skeleton3DArray output", None),
+    "markers_topic": ("human_pose3d_refined/markers", _STR, "visualization_msgs/MarkerArray", None),
     "publish_markers": (True, _BOOL, "publish RViz markers of the refined skeletons", None),
     "debug_image": (False, _BOOL, "publish the refined skeletons drawn over the camera image", None),
-    "image_topic": ("/camera/image_raw", _STR, "sensor_msgs/Image for debug_image", None),
-    "camera_info_topic": ("/camera/camera_info", _STR, "sensor_msgs/CameraInfo (K) for debug_image", None),
-    "debug_image_topic": ("/human_pose3d_refined/debug_image", _STR, "sensor_msgs/Image output", None),
+    "image_topic": ("camera/image_raw", _STR, "sensor_msgs/Image for debug_image", None),
+    "camera_info_topic": ("camera/camera_info", _STR, "sensor_msgs/CameraInfo (K) for debug_image", None),
+    "debug_image_topic": ("human_pose3d_refined/debug_image", _STR, "sensor_msgs/Image output", None),
     "input_qos": ("sensor_data", _STR, "input QoS: sensor_data (best effort) or reliable", None),
     "output_qos": ("reliable", _STR, "output QoS: reliable (reaches any subscriber) or sensor_data", None),
     "qos_depth": (10, _INT, "history depth of inputs and outputs", (1, 1000)),
@@ -98,6 +106,35 @@ def _descriptor(name, ptype, description, value_range) -> ParameterDescriptor:
     return desc
 
 
+CHOICES = {"mode": MODES, "backend": tuple(sorted(BACKENDS)), "input_qos": QOS_CHOICES,
+           "output_qos": QOS_CHOICES}
+
+
+def parameter_errors(values: dict) -> list[str]:
+    """What is wrong with these parameter values (types and ranges rclpy checks itself).
+    Used at configure and for every set."""
+    errors = []
+    for name, value in values.items():
+        if name in CHOICES and value not in CHOICES[name]:
+            errors.append(f"parameter '{name}' must be one of {CHOICES[name]}, got {value!r}")
+        elif name == "device" and not DEVICE_PATTERN.fullmatch(value):
+            errors.append(f"parameter 'device' must be 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+        elif name.endswith("_topic"):
+            try:
+                validate_topic_name(value)
+            except Exception as err:  # noqa: BLE001 - rclpy's Invalid*NameException
+                errors.append(f"parameter '{name}': {value!r} is not a valid topic name ({err})")
+        elif name == "model_dir" and value and not Path(value).is_dir():
+            errors.append(f"parameter 'model_dir': {value} does not exist or is not a directory")
+    return errors
+
+
+def lag_error(mode: str, lag_frames: int, window: int) -> str | None:
+    if mode == "lagged" and lag_frames >= window:
+        return f"lag_frames ({lag_frames}) must be smaller than the model's window ({window})"
+    return None
+
+
 def _qos(kind: str, depth: int) -> QoSProfile:
     if kind == "sensor_data":
         qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k)
@@ -114,8 +151,16 @@ class RefinerNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         for name, (default, ptype, description, value_range) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, ptype, description, value_range))
-        self.stats = NodeStats()
-        self.stats.count("skipped_behind", 0)   # reported from the start, also while 0
+        # registered after the declarations: configure checks the initial values itself
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = NodeStats()                # every counter reported from the start, as 0
+        throttle = self.get_parameter("warn_throttle").value
+        self._warn = KindThrottle(self.get_logger().warning, throttle)    # one clock per kind
+        self._error = KindThrottle(self.get_logger().error, throttle)
+        self.marker_ids = MarkerIds()
+        self.finished = False       # the shutdown transition ran: main() ends the process
+        self._destroyed = False
+        self._sync_dropped_seen = 0     # the synchroniser's own count, already in the stats
         self.backend = None
         self.windows = None
         self.sync = None
@@ -143,18 +188,22 @@ class RefinerNode(LifecycleNode):
 
         self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
         p = self.params
+        self._warn.period = self._error.period = p["warn_throttle"]
+        self.marker_ids = MarkerIds(max(64, 2 * p["max_tracks"]))
         try:
-            if p["mode"] not in MODES:
-                raise ValueError(f"parameter 'mode' must be one of {MODES}, got {p['mode']!r}")
-            for key in ("input_qos", "output_qos"):
-                _qos(p[key], 1)
+            errors = parameter_errors(p)
+            if errors:
+                raise ValueError("; ".join(errors))
+            if p["debug_image"] and not cv_bridge_available():
+                self.get_logger().warning(
+                    "debug_image: cv_bridge is not installed, so only rgb8, bgr8, mono8, rgba8 "
+                    "and bgra8 images can be drawn on (install ros-$ROS_DISTRO-cv-bridge for the others)")
             self._load_model()
             window = self.backend.window
-            lag = 0
-            if p["mode"] == "lagged":
-                lag = p["lag_frames"] or window // 2
-                if lag >= window:
-                    raise ValueError(f"lag_frames ({lag}) must be smaller than the model's window ({window})")
+            lag = (p["lag_frames"] or window // 2) if p["mode"] == "lagged" else 0
+            error = lag_error(p["mode"], lag, window)
+            if error:
+                raise ValueError(error)
             self.lag = lag
             self.windows = WindowManager(window, lag, p["track_timeout"], p["max_gap"],
                                          p["backward_jump"], p["max_tracks"])
@@ -234,11 +283,32 @@ class RefinerNode(LifecycleNode):
             self.destroy_subscription(sub)
         self._subscriptions_in = []
         self._teardown()
+        self.finished = True        # a finalized node does nothing more: main() ends the process
+        self.get_logger().info("shut down (lifecycle shutdown transition): exiting")
         return super().on_shutdown(state)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Rejects invalid values with the reason (`ros2 param set` prints it). Accepted ones
+        take effect at the next configure, as the parameters are read there."""
+        changed = {prm.name: prm.value for prm in parameters}
+        errors = parameter_errors(changed)
+        if self.backend is not None and {"mode", "lag_frames"} & set(changed):
+            values = {name: self.get_parameter(name).value for name in ("mode", "lag_frames")}
+            values.update({k: v for k, v in changed.items() if k in values})
+            error = lag_error(values["mode"], values["lag_frames"], self.backend.window)
+            errors += [error] if error else []
+        if errors:
+            return SetParametersResult(successful=False, reason="; ".join(errors))
+        if self._active and set(changed) & set(PARAMETERS):
+            self.get_logger().info(f"parameters {sorted(changed)} set: they take effect at the "
+                                   "next configure (deactivate, cleanup, configure, activate)")
+        return SetParametersResult(successful=True)
 
     def _teardown(self) -> None:
         self._stop_worker()
         self._release_model()
+        self._count_sync_drops()
+        self._sync_dropped_seen = 0     # the next configure makes a new synchroniser
         self.windows = self.sync = None
         for pub in (self._pub_out, self._pub_markers, self._pub_debug):
             if pub is not None:
@@ -318,19 +388,17 @@ class RefinerNode(LifecycleNode):
             try:
                 if skipped:
                     self.stats.count("skipped_behind", skipped)
-                    self.get_logger().warning(
-                        f"inference is behind the input: {skipped} frame(s) superseded before they "
-                        "could be refined were skipped (only the newest window of each person is "
-                        "refined; see skipped_behind in /diagnostics)",
-                        throttle_duration_sec=self.params["warn_throttle"])
+                    self._warn("skipped_behind",
+                               f"inference is behind the input: {skipped} frame(s) superseded before "
+                               "they could be refined were skipped (only the newest window of each "
+                               "person is refined; see skipped_behind in /diagnostics)")
                 self._refine_and_publish(ready, empty)
             except Exception as err:  # noqa: BLE001 - keep the worker alive, but say so loudly
                 if not self.context.ok():
                     return      # Ctrl-C shut the context down under a running pass: not an error
                 self.stats.count("dropped_processing_error", max(1, len(ready)))
                 try:
-                    self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
-                                            throttle_duration_sec=self.params["warn_throttle"])
+                    self._error("worker_error", f"frame dropped, unexpected error: {err!r}")
                 except Exception:  # noqa: BLE001 - the context may be shutting down
                     pass
             if ready or empty:
@@ -339,11 +407,22 @@ class RefinerNode(LifecycleNode):
     # ------------------------------------------------------------------ input
     def _on_2d(self, msg) -> None:
         self.stats.count("received_2d")
-        self.sync.add(0, msg)
+        self._add_to_sync(0, msg)
 
     def _on_3d(self, msg) -> None:
         self.stats.count("received_3d")
-        self.sync.add(1, msg)
+        self._add_to_sync(1, msg)
+
+    def _add_to_sync(self, index: int, msg) -> None:
+        try:
+            self.sync.add(index, msg)
+        except Exception as err:  # noqa: BLE001 - a message we cannot even pair (no stamp ...)
+            self.report_callback_error(err)
+
+    def report_callback_error(self, err: Exception) -> None:
+        """Whatever escaped a callback: counted and logged; the node goes on."""
+        self.stats.count("dropped_processing_error")
+        self._error("callback_error", f"input dropped, unexpected error in a callback: {err!r}")
 
     def _on_image(self, msg) -> None:
         with self._image_lock:
@@ -363,8 +442,7 @@ class RefinerNode(LifecycleNode):
             self._process(msg_2d, msg_3d, received)
         except Exception as err:  # noqa: BLE001 - keep the node alive, but say so loudly
             self.stats.count("dropped_processing_error")
-            self.get_logger().error(f"frame dropped, unexpected error: {err!r}",
-                                    throttle_duration_sec=self.params["warn_throttle"])
+            self._error("processing_error", f"frame dropped, unexpected error: {err!r}")
         self._input_ms.append((time.perf_counter() - received) * 1000.0)
 
     def _read_people(self, skeletons, convert, kind: str) -> dict:
@@ -374,14 +452,12 @@ class RefinerNode(LifecycleNode):
                 person = convert(skeleton)
             except InvalidSkeleton as err:
                 self.stats.count(f"invalid_{err.reason}")
-                self.get_logger().warning(f"invalid {kind} input dropped: {err}",
-                                          throttle_duration_sec=self.params["warn_throttle"])
+                self._warn(f"invalid_{err.reason}", f"invalid {kind} input dropped: {err}")
                 continue
             if person.track_id in people:
                 self.stats.count("dropped_duplicate_track")
-                self.get_logger().warning(f"track {person.track_id} appears twice in one {kind} "
-                                          "message: keeping the first",
-                                          throttle_duration_sec=self.params["warn_throttle"])
+                self._warn("dropped_duplicate_track", f"track {person.track_id} appears twice in "
+                           f"one {kind} message: keeping the first")
                 continue
             people[person.track_id] = person
         return people
@@ -389,6 +465,12 @@ class RefinerNode(LifecycleNode):
     def _process(self, msg_2d, msg_3d, received: float) -> None:
         self.stats.count("pairs")
         stamp_ns = stamp_to_ns(msg_3d.header.stamp)
+        if msg_2d.header.frame_id != msg_3d.header.frame_id:
+            # kept (the output carries the 3D header), but two cameras mixed up is worth saying
+            self.stats.count("frame_id_mismatch")
+            self._warn("frame_id_mismatch", f"2D frame_id {msg_2d.header.frame_id!r} differs from "
+                       f"3D frame_id {msg_3d.header.frame_id!r}: paired by stamp anyway, output in "
+                       "the 3D frame")
         max_missing = self.params["max_missing_joints"]
         people_2d = self._read_people(msg_2d.skeletons,
                                       lambda s: skeleton2d_to_numpy(s, max_missing), "2D")
@@ -396,9 +478,8 @@ class RefinerNode(LifecycleNode):
         unmatched = set(people_2d) ^ set(people_3d)
         if unmatched:
             self.stats.count("dropped_unmatched_track", len(unmatched))
-            self.get_logger().warning(f"track ids {sorted(unmatched)} are in only one of the 2D/3D "
-                                      "messages: dropped",
-                                      throttle_duration_sec=self.params["warn_throttle"])
+            self._warn("dropped_unmatched_track", f"track ids {sorted(unmatched)} are in only one "
+                       "of the 2D/3D messages: dropped")
         # One message's people go in under one lock hold, so the worker never sees half of it.
         with self._work:
             self._push_people(msg_3d, stamp_ns, people_2d, people_3d, received)
@@ -408,6 +489,8 @@ class RefinerNode(LifecycleNode):
                      received: float) -> None:
         if self.windows is None:
             return
+        # before the pushes: people gone from view must not hold the slots new ones need
+        self.stats.count("tracks_timed_out", len(self.windows.prune(stamp_ns)))
         pushed = False
         for track_id in sorted(set(people_2d) & set(people_3d)):
             kp, pose = people_2d[track_id], people_3d[track_id]
@@ -418,17 +501,19 @@ class RefinerNode(LifecycleNode):
                                        payload=(msg_3d.header, pose, kp, received))
             if not status.accepted:
                 self.stats.count(f"dropped_{status.value}")
-                self.get_logger().warning(f"track {track_id}: frame dropped ({status.value})",
-                                          throttle_duration_sec=self.params["warn_throttle"])
+                self._warn(f"dropped_{status.value}", f"track {track_id}: frame dropped ({status.value})")
                 continue
-            if status is Push.NEW_TRACK:
+            if status in (Push.NEW_TRACK, Push.NEW_TRACK_EVICTED):
                 self.stats.count("tracks_started")
+                if status is Push.NEW_TRACK_EVICTED:
+                    self.stats.count("tracks_evicted")
+                    self._warn("tracks_evicted", f"track {track_id}: new person while max_tracks "
+                               f"({self.windows.max_tracks}) are tracked: the least recently seen "
+                               "track was forgotten")
             elif status is not Push.ADDED:
                 self.stats.count(status.value)
-                self.get_logger().warning(f"track {track_id}: window restarted ({status.value})",
-                                          throttle_duration_sec=self.params["warn_throttle"])
+                self._warn(status.value, f"track {track_id}: window restarted ({status.value})")
             pushed = True
-        self.stats.count("tracks_timed_out", len(self.windows.prune(stamp_ns)))
         if not pushed and self.lag == 0 and not msg_3d.skeletons:
             # causal: "nobody in view" goes out at the same rate as it came in, in stamp
             # order with the refined frames, so through the worker too
@@ -447,21 +532,21 @@ class RefinerNode(LifecycleNode):
         if ready:
             keypoints = np.stack([w.keypoints_2d for w in ready])
             poses = np.stack([w.pose_3d for w in ready])
-            try:
-                refined = self.backend.refine(keypoints, poses)
-                self.stats.count("inference_batches")
-            except Exception as err:  # noqa: BLE001
-                self.stats.count("dropped_inference_error", len(ready))
-                self.get_logger().error(f"inference failed, {len(ready)} skeletons dropped: {err}",
-                                        throttle_duration_sec=self.params["warn_throttle"])
-                ready = []
+            refined = refine_isolated(self.backend, keypoints, poses)
+            self.stats.count("inference_batches")
         for window, poses_out in zip(ready, refined):
+            if isinstance(poses_out, Exception):
+                # only this person: the batch was retried window by window
+                self.stats.count("dropped_inference_error")
+                self._error("dropped_inference_error",
+                            f"track {window.track_id}: inference failed, skeleton dropped: {poses_out}")
+                continue
             header, pose, kp, received = window.frame.payload
             out = poses_out[window.output_index]
             if not np.all(np.isfinite(out)):
                 self.stats.count("dropped_non_finite_output")
-                self.get_logger().warning(f"track {window.track_id}: model output not finite, dropped",
-                                          throttle_duration_sec=self.params["warn_throttle"])
+                self._warn("dropped_non_finite_output",
+                           f"track {window.track_id}: model output not finite, dropped")
                 continue
             _, people, _ = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id),
                                              (header, [], received))
@@ -486,7 +571,7 @@ class RefinerNode(LifecycleNode):
         self.stats.count("published_skeletons", len(people))
         if self._pub_markers is not None and people:
             self._pub_markers.publish(skeleton_markers(
-                header, [(t, pos, rel) for t, pos, rel, _, _ in people]))
+                header, [(t, pos, rel) for t, pos, rel, _, _ in people], self.marker_ids))
         if self.debug_renderer is not None and people:
             self._publish_debug_image(header, people)
 
@@ -500,8 +585,7 @@ class RefinerNode(LifecycleNode):
                                                    [(t, pos, rel, px, rgb(t)) for t, pos, rel, _, px in people])
         except ValueError as err:
             self.stats.count("debug_image_errors")
-            self.get_logger().warning(f"debug image not drawn: {err}",
-                                      throttle_duration_sec=self.params["warn_throttle"])
+            self._warn("debug_image_errors", f"debug image not drawn: {err}")
             return
         if image is None:
             self.stats.count("debug_image_no_match")
@@ -540,11 +624,75 @@ class RefinerNode(LifecycleNode):
             values = np.asarray(list(samples), dtype=np.float64)
             for name, q in (("p50", 50), ("p99", 99)):
                 info[f"{key}_{name}"] = f"{np.percentile(values, q):.3f}" if values.size else "nan"
-        if self.sync is not None and getattr(self.sync, "evicted", None) is not None:
-            self.stats.counters["dropped_unpaired"] = self.sync.evicted
-        status = self.stats.status(f"{NODE_NAME}: refiner", info["device"], info,
+        self._count_sync_drops()
+        status = self.stats.status(self.diagnostic_name(), info["device"], info,
                                    1000.0 / p["input_rate"])
         self._pub_diag.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
+
+    def diagnostic_name(self) -> str:
+        """'d3p_refiner: refiner', or 'cam1/d3p_refiner: refiner' under __ns:=/cam1: each
+        instance's own name, so that several refiners do not overwrite each other's status."""
+        return f"{self.get_fully_qualified_name().lstrip('/')}: refiner"
+
+    def _count_sync_drops(self) -> None:
+        # both synchronisers count what left them unpaired; the stats hold what grew since
+        if self.sync is not None:
+            dropped = self.sync.dropped
+            self.stats.count("dropped_unpaired", dropped - self._sync_dropped_seen)
+            self._sync_dropped_seen = dropped
+
+    def destroy_node(self) -> None:
+        """Idempotent: main() may get here a second time after a signal cut the first short."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        self._stop_worker()
+        super().destroy_node()
+
+
+def _quiet_signals() -> None:
+    """For the rest of the process: a second SIGINT or SIGTERM (ros2 launch forwards one
+    after the terminal's) must not interrupt the teardown. rclpy's own handler goes first:
+    it triggers the executor's guard condition, which the teardown destroys."""
+    try:
+        from rclpy.signals import uninstall_signal_handlers
+        uninstall_signal_handlers()
+    except Exception:  # noqa: BLE001 - already uninstalled
+        pass
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # SIG_IGN, not a Python function: Python resets those to the default (death by
+        # signal, exit code -2) while the interpreter finalizes
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _spin(node: RefinerNode, executor) -> None:
+    """Until Ctrl-C / SIGTERM or the lifecycle shutdown transition. An exception escaping
+    a callback is counted and logged, and spinning goes on."""
+    while node.context.ok() and not node.finished:
+        try:
+            executor.spin_once(timeout_sec=0.2)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            return
+        except Exception as err:  # noqa: BLE001 - one bad callback must not end the node
+            if not node.context.ok():
+                return
+            node.report_callback_error(err)
+    if node.finished:
+        # let the shutdown transition's service reply leave before the node goes
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end and node.context.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+
+def _shut_down(node: RefinerNode, executor) -> None:
+    _quiet_signals()
+    for step in (node.stop_worker, executor.shutdown, node.destroy_node, rclpy.try_shutdown):
+        try:
+            step()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass    # a signal that came before _quiet_signals: finish the teardown anyway
+        except Exception as err:  # noqa: BLE001 - the next steps still release what they can
+            print(f"d3p_refiner: while shutting down: {err!r}", file=sys.stderr)
 
 
 def main(args=None) -> int:
@@ -552,7 +700,6 @@ def main(args=None) -> int:
     node = RefinerNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    code = 0
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -561,15 +708,17 @@ def main(args=None) -> int:
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal("could not activate (see the error above); exiting")
                 return 1
-        executor.spin()
+        _spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass    # Ctrl-C during configure/activate (loading the model)
     finally:
-        node.stop_worker()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        while True:     # a second Ctrl-C can land before _shut_down quiets the signals
+            try:
+                _shut_down(node, executor)
+                break
+            except KeyboardInterrupt:
+                continue
+    return 0
 
 
 if __name__ == "__main__":

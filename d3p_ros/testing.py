@@ -52,36 +52,47 @@ def make_frame(stamp_ns: int, people, frame_id: str = "camera", image_size=(1000
 
 
 class NodeHarness:
-    def __init__(self, overrides: dict, domain_id: int, name: str = "harness"):
+    """`namespace`: the node's (__ns:=); its default topics are relative, so they move with it
+    and the harness follows them. `env`: extra environment variables for the node process."""
+
+    def __init__(self, overrides: dict, domain_id: int, name: str = "harness", namespace: str = "",
+                 env: dict | None = None):
         from d3p_ros.msg import Skeleton2DArray, Skeleton3DArray
         self.workdir = Path(tempfile.mkdtemp(prefix=f"d3p_{name}_"))
         self.log_path = self.workdir / "node.log"
-        env = ros_environment(domain_id=domain_id, log_dir=str(self.workdir / "ros_log"))
+        env = {**ros_environment(domain_id=domain_id, log_dir=str(self.workdir / "ros_log")), **(env or {})}
         overrides = {"diagnostics_period": 0.2, **overrides}
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(node_command(overrides), env=env, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(node_command(overrides, namespace=namespace), env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        self.namespace = namespace.rstrip("/")
+        self.status_name = f"{self.namespace}/d3p_refiner".lstrip("/") + ": refiner"
+
+        def topic(parameter, default):
+            name = overrides.get(parameter, default)
+            return name if name.startswith("/") else f"{self.namespace}/{name}"
+        self.output_topic = topic("output_topic", "human_pose3d_refined")
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(f"d3p_test_{name}", context=self.context)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2000)
-        self.pub_2d = self.node.create_publisher(Skeleton2DArray, overrides.get("input_2d_topic", "/human_pose2d"), qos)
-        self.pub_3d = self.node.create_publisher(Skeleton3DArray, overrides.get("input_3d_topic", "/human_pose3d"), qos)
+        self.pub_2d = self.node.create_publisher(Skeleton2DArray, topic("input_2d_topic", "human_pose2d"), qos)
+        self.pub_3d = self.node.create_publisher(Skeleton3DArray, topic("input_3d_topic", "human_pose3d"), qos)
         self.outputs: list = []
         self.markers: list = []
         self.diagnostics: list = []
-        self.node.create_subscription(Skeleton3DArray, overrides.get("output_topic", "/human_pose3d_refined"),
-                                      self.outputs.append, qos)
+        self.node.create_subscription(Skeleton3DArray, self.output_topic, self.outputs.append, qos)
         from visualization_msgs.msg import MarkerArray
-        self.node.create_subscription(MarkerArray, "/human_pose3d_refined/markers", self.markers.append, qos)
+        self.node.create_subscription(MarkerArray, topic("markers_topic", "human_pose3d_refined/markers"),
+                                      self.markers.append, qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_diagnostics(self, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         for status in msg.status:
-            if status.name.startswith("d3p_refiner"):
+            if status.name == self.status_name:
                 self.diagnostics.append({**values_of(status), "_stamp_ns": stamp})
                 del self.diagnostics[:-5]   # bounded
 
@@ -103,7 +114,7 @@ class NodeHarness:
         ok = self.spin_until(lambda: self.process.poll() is not None or (
             self.diagnostics and self.diagnostics[-1].get("active") == "True"
             and self.pub_2d.get_subscription_count() > 0 and self.pub_3d.get_subscription_count() > 0
-            and self.node.count_publishers("/human_pose3d_refined") > 0), timeout)
+            and self.node.count_publishers(self.output_topic) > 0), timeout)
         if not ok or self.process.poll() is not None:
             raise RuntimeError(f"refiner node not ready (exit code {self.process.poll()}):\n{self.log()}")
         self.spin_for(0.5)   # let the node's side of discovery settle too

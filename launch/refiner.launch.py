@@ -2,6 +2,7 @@
 
     ros2 launch d3p_ros refiner.launch.py
     ros2 launch d3p_ros refiner.launch.py model_dir:=/path/to/model device:=cuda mode:=lagged
+    ros2 launch d3p_ros refiner.launch.py namespace:=/cam1   # topics /cam1/human_pose2d ...
 
 Launch arguments override the parameter file; an argument left empty keeps the file's
 value. The node configures and activates itself (parameter `autostart`); with
@@ -54,14 +55,18 @@ def parameter_overrides(launch_configurations: dict) -> dict:
 
 def _refiner_node(context, *args, **kwargs):
     configs = context.launch_configurations
-    return [Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, output="screen",
-                 parameters=[configs["params_file"], parameter_overrides(configs)])]
+    # None, not "": launch_ros would pass an empty __ns:= remapping
+    namespace = configs.get("namespace", "") or None
+    return [Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=namespace,
+                 output="screen", parameters=[configs["params_file"], parameter_overrides(configs)])]
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = os.path.join(get_package_share_directory(PACKAGE), PARAMS_FILE)
     arguments = [DeclareLaunchArgument("params_file", default_value=default_params,
-                                       description="the node's parameter file")]
+                                       description="the node's parameter file"),
+                 DeclareLaunchArgument("namespace", default_value="",
+                                       description="the node's namespace; its topics follow it")]
     arguments += [DeclareLaunchArgument(name, default_value="", description=description)
                   for name, (_, description) in OVERRIDES.items()]
     # Resolved at launch time so that unset arguments do not override the file with "".

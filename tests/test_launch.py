@@ -44,11 +44,13 @@ def test_launch_file_names_the_package_executable_and_config():
     from d3p_ros.refiner_node import NODE_NAME, PARAMETERS
     assert consts["NODE_NAME"] == NODE_NAME
     params = yaml.safe_load((REPO / consts["PARAMS_FILE"]).read_text())
-    assert set(params) == {NODE_NAME}
-    # every parameter in the file is one the node declares, and the reverse
-    assert set(params[NODE_NAME]["ros__parameters"]) == set(PARAMETERS)
-    for name, value in params[NODE_NAME]["ros__parameters"].items():
+    # "/**": applies under any namespace and node name (a plain node name would not)
+    assert set(params) == {"/**"}
+    # every parameter in the file is one the node declares, with its default
+    assert set(params["/**"]["ros__parameters"]) == set(PARAMETERS)
+    for name, value in params["/**"]["ros__parameters"].items():
         assert type(value) is type(PARAMETERS[name][0]), name
+        assert value == PARAMETERS[name][0], name
 
 
 def test_launch_description_builds():
@@ -61,7 +63,7 @@ def test_launch_description_builds():
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     names = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
-    assert {"params_file", "model_dir", "backend", "device", "mode", "input_2d_topic"} <= names
+    assert {"params_file", "namespace", "model_dir", "backend", "device", "mode", "input_2d_topic"} <= names
     assert any(isinstance(e, OpaqueFunction) for e in description.entities)
     context = LaunchContext()
     context.launch_configurations.update({"params_file": "x.yaml", "device": "cuda", "lag_frames": "4",
@@ -122,7 +124,8 @@ def test_node_starts_as_the_launch_file_starts_it(ros_env, tmp_path):
         assert names["/human_pose3d_refined"] == ["d3p_ros/msg/Skeleton3DArray"]
         assert names["/human_pose3d_refined/markers"] == ["visualization_msgs/msg/MarkerArray"]
         assert "/diagnostics" in names
-        assert "d3p_refiner" in client.get_node_names()
+        # node names come with their own discovery message, which may follow the topics'
+        assert wait(lambda: "d3p_refiner" in client.get_node_names(), 10), client.get_node_names()
         wait(lambda: False, 0.5)
         seq = next(iter(make_synthetic_predictions(num_sequences=1, num_frames=3, seed=3).sequences.values()))
         for i in range(3):
@@ -145,3 +148,16 @@ def test_node_starts_as_the_launch_file_starts_it(ros_env, tmp_path):
             node_process.kill()
         log.close()
         rclpy.try_shutdown(context=context)
+
+
+def test_package_xml_declares_what_a_ros_install_needs():
+    # Issue 14, defect 9: cv_bridge was a hard dependency though only the optional debug
+    # image uses it (and that works without it for rgb8/bgr8/mono8/rgba8/bgra8);
+    # `ros2 launch` (ros2launch) was not declared.
+    import xml.etree.ElementTree as ET
+    root = ET.parse(REPO / "package.xml").getroot()
+    exec_depends = {e.text for e in root.iter() if e.tag in ("exec_depend", "depend")}
+    assert "cv_bridge" not in exec_depends
+    assert {"ros2launch", "launch", "launch_ros", "message_filters", "rclpy"} <= exec_depends
+    test_depends = {e.text for e in root.iter("test_depend")}
+    assert "python3-hypothesis" in test_depends

@@ -73,6 +73,60 @@ def still_answers(h, seqs, start_ns, tracks=(1,), count=2):
     assert h.alive()
 
 
+def test_every_counter_is_reported_from_the_start(node):
+    # Defect 11: counters were absent from /diagnostics until they first moved.
+    from d3p_ros.diagnostics import COUNTERS, DROP_COUNTERS
+    values = node.counters()
+    missing = [name for name in COUNTERS + DROP_COUNTERS if name not in values]
+    assert not missing, missing
+    assert values["pairs"] == "0" and values["tracks_timed_out"] == "0"
+
+
+def set_parameters(h, **values):
+    """SetParametersAtomically on the node (`ros2 param set` sets one): (successful, reason)."""
+    from rcl_interfaces.msg import Parameter
+    from rcl_interfaces.srv import SetParametersAtomically
+    from rclpy.parameter import Parameter as RclpyParameter
+    client = h.node.create_client(SetParametersAtomically, "/d3p_refiner/set_parameters_atomically")
+    assert client.wait_for_service(timeout_sec=10)
+    request = SetParametersAtomically.Request(parameters=[
+        Parameter(name=k, value=RclpyParameter(k, value=v).get_parameter_value()) for k, v in values.items()])
+    future = client.call_async(request)
+    assert h.spin_until(future.done, 10)
+    h.node.destroy_client(client)
+    return future.result().result.successful, future.result().result.reason
+
+
+def test_invalid_parameter_on_the_active_node_is_rejected_with_the_reason(node):
+    # Defect 11: values set on an active node were accepted without any check.
+    ok, reason = set_parameters(node, mode="sideways")
+    assert not ok and "mode" in reason and "causal" in reason
+    ok, reason = set_parameters(node, device="tpu")
+    assert not ok and "device" in reason
+    ok, reason = set_parameters(node, output_topic="bad topic!")
+    assert not ok and "topic" in reason
+    ok, reason = set_parameters(node, lag_frames=10_000, mode="lagged")
+    assert not ok and "window" in reason
+    assert set_parameters(node, warn_throttle=5.0) == (True, "")    # valid: accepted
+    assert node.alive()
+
+
+def test_each_kind_of_bad_input_is_logged_not_only_the_first(node, seqs):
+    # Defect 6: warnings were throttled per call site, so a second kind of bad input in the
+    # same warn_throttle period (5 s) was never logged. First in the module's bad input, so
+    # that neither kind was logged by an earlier test in the last 5 s.
+    start = Clock.next_base()
+    wrong_layout, msg_3d = make_frame(start, [person(seqs, 1, 0)])
+    wrong_layout.skeletons[0].layout = "coco17"
+    node.publish(wrong_layout, msg_3d)
+    node.spin_for(0.1)
+    short, msg_3d = make_frame(start + PERIOD_NS, [person(seqs, 1, 1)])
+    short.skeletons[0].u = short.skeletons[0].u[:16].tolist()
+    node.publish(short, msg_3d)
+    assert node.spin_until(lambda: "layout 'coco17' is not supported" in node.log()
+                           and "16 u and 17 v values" in node.log(), 5), node.log()[-3000:]
+
+
 def test_nan_and_inf_coordinates(node, seqs):
     before = node.counters()
     start = Clock.next_base()
@@ -265,3 +319,119 @@ def test_unknown_track_id_mid_window(node, seqs):
     assert delta(after, before, "dropped_unmatched_track") == 5
     for msg in node.outputs:
         assert sorted(sk.track_id for sk in msg.skeletons) == [1, 77]
+
+
+# --- issue 14 ------------------------------------------------------------------------------
+
+def test_late_message_after_unpaired_2d_does_not_kill_the_node(node, seqs):
+    # Defect 1: a late message evicted itself from the full sync queue and was then popped
+    # as a partner: KeyError, the node exited 1.
+    start = Clock.next_base()
+    node.outputs.clear()
+    for i in range(QUEUE_SIZE):                                     # unpaired 2D, later stamps
+        node.publish(make_frame(start + 50 * NS + i * PERIOD_NS, [person(seqs, 1, i)])[0], None)
+        node.spin_for(0.01)
+    msg_2d, msg_3d = make_frame(start, [person(seqs, 1, 0)])
+    node.publish(None, msg_3d)
+    node.spin_for(0.05)
+    node.publish(msg_2d, None)
+    assert node.spin_until(lambda: node.outputs, 5), node.log()
+    assert [r[0] for r in output_people(node.outputs)] == [start]
+    assert node.alive(), node.log()
+    still_answers(node, seqs, start + 10 * NS)
+
+
+def test_far_future_2d_leftovers_do_not_stop_the_output(node, seqs):
+    # Defect 2: ten 2D stamped far in the future held the queue for good; every new
+    # message was pushed out on arrival and nothing was published again.
+    start = Clock.next_base()
+    for i in range(QUEUE_SIZE):
+        node.publish(make_frame(start + 10**6 * NS + i * PERIOD_NS, [person(seqs, 1, i)])[0], None)
+        node.spin_for(0.01)
+    node.spin_for(0.3)
+    node.outputs.clear()
+    assert node.send_lockstep(good_frames(seqs, start, 5)) == 5, node.log()
+
+
+def test_one_person_overflowing_costs_the_others_nothing(node, seqs):
+    # Defect 3: pelvis 3e38 and a wrist -3e38 (absolute) passed the finiteness check, the
+    # root-relative inf entered that person's window, the backend rejected the whole batch
+    # and every person lost frames.
+    start = Clock.next_base()
+    before = node.counters()
+    node.outputs.clear()
+    frames = []
+    for i in range(12):
+        bad = person(seqs, 2, i, root_relative=False)
+        bad["pose"][0] = [3e38, 0.0, 0.0]
+        bad["pose"][16] = [-3e38, 0.0, 0.0]
+        frames.append(make_frame(start + i * PERIOD_NS, [person(seqs, 1, i), bad]))
+    assert node.send_lockstep(frames) == 12, node.log()
+    assert [sk.track_id for msg in node.outputs for sk in msg.skeletons] == [1] * 12
+    after = node.counters_when(lambda v: delta(v, before, "pairs") >= 12)
+    rejected = (delta(after, before, "invalid_non_finite") + delta(after, before, "invalid_implausible_pose"))
+    assert rejected == 12 and delta(after, before, "dropped_inference_error") == 0
+
+
+def test_physically_impossible_input_is_rejected_and_counted(node, seqs):
+    # Defect 4: a joint at 1e30 m came out at 1e30 m, uncounted; 1x1 and 1x(2^32-1)
+    # images were accepted.
+    start = Clock.next_base()
+    before = node.counters()
+    node.outputs.clear()
+    frames = []
+    for i in range(3):
+        far = person(seqs, 1, i)
+        far["pose"][10, 2] = 1e30
+        frames.append(make_frame(start + i * PERIOD_NS, [far]))
+    for i, size in enumerate([(1, 1), (1, 2**32 - 1)]):
+        frames.append(make_frame(start + (3 + i) * PERIOD_NS, [person(seqs, 1, 3 + i)], image_size=size))
+    node.send_and_wait(frames, period=0.02, settle=0.5)
+    after = node.counters_when(lambda v: delta(v, before, "pairs") >= 5)
+    assert delta(after, before, "invalid_implausible_pose") == 3
+    assert delta(after, before, "invalid_bad_image_size") == 2
+    assert delta(after, before, "published_skeletons") == 0
+    assert all(np.abs(r[3]).max() < 100 for r in output_people(node.outputs))
+    still_answers(node, seqs, start + 10 * NS)
+
+
+def test_ids_that_change_every_frame_are_refined_not_dropped(node, seqs):
+    # Defect 5: with 20 people whose ids changed every frame, ghost tracks held all
+    # max_tracks (32) slots: 96% of person-frames were dropped as track_limit.
+    start = Clock.next_base()
+    before = node.counters()
+    node.outputs.clear()
+    frames = [make_frame(start + i * PERIOD_NS, [person(seqs, 1000 * (i + 1) + k, i) for k in range(20)])
+              for i in range(10)]
+    assert node.send_lockstep(frames, timeout=10) == 10, node.log()
+    assert [len(msg.skeletons) for msg in node.outputs] == [20] * 10
+    after = node.counters()
+    assert delta(after, before, "dropped_track_limit") == 0
+    assert delta(after, before, "tracks_evicted") > 0 and int(after["tracks"]) <= 32
+
+
+def test_one_far_future_frame_does_not_forget_everyone_else(node, seqs):
+    # Defect 6: pruning by stamp distance from one far-future frame forgot every other person.
+    start = Clock.next_base()
+    tracks = (1, 2, 3)
+    assert node.send_lockstep(good_frames(seqs, start, 5, tracks)) == 5
+    before = node.counters()
+    future = make_frame(start + 3600 * NS, [person(seqs, 1, 5)])
+    assert node.send_lockstep([future]) == 1
+    assert node.send_lockstep(good_frames(seqs, start, 3, tracks, first=6)) == 3
+    after = node.counters()
+    assert delta(after, before, "tracks_timed_out") == 0
+    assert delta(after, before, "tracks_started") == 0
+    assert delta(after, before, "reset_gap") == 1 and delta(after, before, "reset_backward_jump") == 1
+
+
+def test_frame_id_mismatch_is_counted(node, seqs):
+    # Defect 6: a 2D/3D frame_id mismatch was accepted silently.
+    start = Clock.next_base()
+    before = node.counters()
+    msg_2d, msg_3d = make_frame(start, [person(seqs, 1, 0)], frame_id="camera_left")
+    msg_2d.header.frame_id = "camera_right"
+    assert node.send_lockstep([(msg_2d, msg_3d)]) == 1
+    assert node.outputs[-1].header.frame_id == "camera_left"       # the 3D header, as always
+    assert delta(node.counters(), before, "frame_id_mismatch") == 1
+    assert "frame_id 'camera_right' differs" in node.log()

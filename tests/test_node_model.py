@@ -4,6 +4,7 @@ With autostart (the default, as the launch file starts it) a failed configure en
 process with status 1, so a launch or a supervisor sees it at once.
 """
 
+import os
 import shutil
 import subprocess
 
@@ -68,3 +69,19 @@ def test_backend_choice_and_cuda_fallback():
     backend.close()
     with pytest.raises(ValueError, match="device must be"):
         create_backend("torch", model, device="tpu")
+
+
+def test_missing_onnxruntime_fails_configure_saying_how_to_install_it(tmp_path, ros_env):
+    # Issue 14, defect 9: on a robot nothing in the rosdep/colcon path installs ONNX Runtime,
+    # which the default backend needs; the error must say what to do.
+    blocker = tmp_path / "no_onnxruntime" / "onnxruntime"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'onnxruntime'\", name='onnxruntime')\n")
+    env = {**ros_env, "PYTHONPATH": os.pathsep.join(
+        [str(blocker.parent)] + [p for p in [ros_env.get("PYTHONPATH")] if p])}
+    result = run_node(env, {"model_dir": str(ensure_demo_model()), "backend": "onnx"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "configure failed" in output and "pip install onnxruntime" in output, output
+    assert "python3-onnxruntime-pip" in output and "backend:=torch" in output, output

@@ -210,3 +210,6 @@ def test_debug_image_drawn_over_camera_image(lagged, sample):
     assert image_stamps == out_stamps
     drawn = image_to_rgb(images[-1])
     assert drawn.shape == (180, 200, 3) and (drawn.max(axis=2) > 0).sum() > 100
+    from d3p_ros.debug_image import cv_bridge_available
+    if not cv_bridge_available():   # optional (not in package.xml): the node says what it lacks
+        assert "cv_bridge is not installed" in h.log()
