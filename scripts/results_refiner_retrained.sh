@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Issue 13, first retraining on the new base lifter: every model named here is refined over
 # the S9/S11 test predictions of its 2D setting, scored beside the lifter, and given the
-# do-no-harm inputs. Writes docs/results/refiner_retrained_<model>.{md,json} and
-# docs/results/do_no_harm_<setting>.{md,json}.
+# do-no-harm inputs; where the unseen temporal-conv lifter's test predictions exist
+# (cache/predictions/<setting>_tcn/test.npz), those are refined too. Writes
+# docs/results/refiner_retrained_<model>, refiner_unseen_<model> and do_no_harm_<setting>
+# (.md and .json).
 #   scripts/results_refiner_retrained.sh [MODEL_NAME ...]   (default: the list below)
 # Models live in d3p_model/models/refiner/<name>/ (trained by scripts/train_refiners.sh <name>).
 set -euo pipefail
@@ -24,6 +26,15 @@ for name in $models; do
     --labels lifter "$name" --json "$OUT/refiner_retrained_$name.json" \
     --markdown "$OUT/refiner_retrained_$name.md"
   by_setting[$setting]="${by_setting[$setting]:-} $dir"
+  # the estimator it never saw: the temporal-conv lifter's test outputs (lifter_sh2d_tcn.yaml)
+  unseen="$CACHE/predictions/${setting}_tcn/test.npz"
+  if [ -f "$unseen" ]; then
+    OMP_NUM_THREADS=1 "$PY" -m d3p_model.cli refine "$unseen" --model "$dir" \
+      -o "$CACHE/refined/${name}_unseen_tcn.npz" --threads 1 --no-progress
+    "$PY" -m d3p_model.cli evaluate "$unseen" "$CACHE/refined/${name}_unseen_tcn.npz" \
+      --labels "temporal-conv lifter (unseen)" "$name" \
+      --json "$OUT/refiner_unseen_$name.json" --markdown "$OUT/refiner_unseen_$name.md"
+  fi
 done
 for setting in "${!by_setting[@]}"; do
   OMP_NUM_THREADS=1 "$PY" scripts/results_do_no_harm.py ${by_setting[$setting]} \
