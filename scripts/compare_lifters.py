@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The lifter comparison of docs/lifter.md: which window and width the base lifter uses.
 
-    .venv/bin/python scripts/compare_lifters.py            (about 45 min on one thread)
+    .venv/bin/python scripts/compare_lifters.py            (6 trainings of 6,000 steps, one thread)
 
 Each row trains one variant on the leave-S8-out fold with the same shortened budget (6,000
 steps of batch 256, every other training frame) and reads the held-out S8 MPJPE (every 10th
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         if not (out / "weights.pt").is_file() and not args.table_only:
             print("+", shlex.join(cmd), flush=True)
             subprocess.run([sys.executable, "-m", "d3p_model.cli", *cmd[1:]], cwd=REPO_ROOT,
-                           check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                           check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         log_path = out / "train_log.json"
         if not (out / "weights.pt").is_file() or not log_path.is_file():
             print(f"{out}: not trained, row skipped", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from d3p_model.cnd import CONDITION_DIM, ERROR_DIM, ConditionalNoiseModel
@@ -147,6 +148,11 @@ def test_fit_cnd_command(tmp_path, capsys):
     assert "explains" in capsys.readouterr().out
     # the synthetic lifter's error depends on the condition: the CND captures that
     assert model.explained_fraction() > 0.3
+    assert model.temporal_acf is None
+    assert d3p(["fit-cnd", str(tmp_path / "p.npz"), "-o", str(tmp_path / "cnd_t.pt"),
+                "--temporal-lags", "12"]) == 0
+    assert ConditionalNoiseModel.load(tmp_path / "cnd_t.pt").temporal_acf.shape == (48, 12)
+    assert "autocorrelation" in capsys.readouterr().out
     for seq in predictions.sequences.values():
         seq.ground_truth_3d = None
     save_predictions(tmp_path / "nogt.npz", predictions)
@@ -207,7 +213,7 @@ def test_temporal_correlation_is_measured_and_sampled():
     assert 0.75 < acf[1] < 0.95 and acf[5] < acf[2] < acf[1]
     factors = model.temporal_factors(12)
     np.testing.assert_allclose(factors[3] @ factors[3].T,
-                               scipy_toeplitz(model.temporal_acf[3, :12]), atol=1e-3)
+                               scipy.linalg.toeplitz(model.temporal_acf[3, :12]), atol=1e-3)
     with pytest.raises(ValueError, match="covers 12 frames"):
         model.temporal_factors(13)
 
@@ -224,11 +230,6 @@ def test_temporal_correlation_is_measured_and_sampled():
             .reshape(len(windows), 12, ERROR_DIM)
         lag1 = (residual[:, 1:] * residual[:, :-1]).sum() / (residual ** 2).sum()
         assert abs(lag1 - expected) < 0.08, (expected, lag1)
-
-
-def scipy_toeplitz(column):
-    import scipy.linalg
-    return scipy.linalg.toeplitz(column)
 
 
 def test_temporal_correlation_survives_save_and_version_1_loads(tmp_path):
