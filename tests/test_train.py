@@ -324,3 +324,38 @@ def test_clean_loss_weights_each_window_by_its_remaining_error():
     assert float(clean_loss) == pytest.approx(expected) and expected < 1
     with pytest.raises(ConfigError, match="loss"):
         load_config({**MICRO, "loss": "l1"})
+
+
+def test_identity_windows_and_sparse_offsets(tmp_path, monkeypatch):
+    """identity_fraction: windows with no error at all, jitter included; offset_fraction:
+    constant-in-time offsets of at most offset_mm on 1..offset_joints non-root joints."""
+    from d3p_model.train import loop
+    seen = []
+    real_forward = loop.forward_noisy_pose
+
+    def spy(y0, error, t, alpha_bar):
+        seen.append(error.clone())
+        return real_forward(y0, error, t, alpha_bar)
+    monkeypatch.setattr(loop, "forward_noisy_pose", spy)
+    base = {**MICRO, "noise": "real", "optim": {"epochs": 1, "batch_size": 8},
+            "data": {**MICRO["data"], "validation_fraction": 0.0}}
+    train_from_config({**base, "noise_level": [0.0, 0.0], "offset_fraction": 1.0,
+                       "offset_mm": 30.0, "offset_joints": 2}, tmp_path / "a", progress=False)
+    windows = torch.cat(seen)
+    assert torch.all(windows[:, :, 0] == 0)
+    # constant over the window's frames
+    torch.testing.assert_close(windows, windows[:, :1].expand_as(windows))
+    moved = (windows[:, 0].norm(dim=-1) > 0).sum(dim=1)
+    assert int(moved.min()) >= 1 and int(moved.max()) <= 2 and int(moved.max()) == 2
+    assert float(windows.norm(dim=-1).max()) <= 0.030 + 1e-6
+
+    seen.clear()
+    train_from_config({**base, "white_noise_mm": 20.0, "offset_fraction": 0.5,
+                       "identity_fraction": 0.5, "seed": 2}, tmp_path / "b", progress=False)
+    windows = torch.cat(seen)
+    exact = (windows.flatten(1).abs().amax(dim=1) == 0).float().mean()
+    assert 0.2 < float(exact) < 0.8
+    for bad in ({"identity_fraction": 1.0}, {"offset_fraction": 1.5}, {"offset_joints": 0},
+                {"offset_mm": -1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_config({**MICRO, **bad})

@@ -37,6 +37,16 @@ DEFAULTS = {
     "noise_level": [1.0, 1.0],
     "clean_fraction": 0.0,        # windows whose lifter-like error is exactly 0 (lambda = 0)
     "white_noise_mm": 0.0,        # plus i.i.d. noise per coordinate, sigma ~ U[0, this] per window
+    # windows with no error of any kind (no lifter error, jitter or offset): with jitter on
+    # every window, an exactly correct skeleton is almost never shown, and the refiner then
+    # moves it (do no harm)
+    "identity_fraction": 0.0,
+    # a share of the windows also gets a constant offset (up to offset_mm, random direction)
+    # on 1..offset_joints random joints: a bias that smoothing cannot remove, and that
+    # bone lengths and the 2D keypoints reveal
+    "offset_fraction": 0.0,
+    "offset_mm": 50.0,
+    "offset_joints": 4,
     "cnd_temporal": False,        # CND residual with its measured temporal autocorrelation
     "diffusion": True,            # false: one step from y_hat, t = T always
     "timesteps": 50,
@@ -155,6 +165,14 @@ def _validate(config: dict, where: str) -> None:
          "white_noise_mm must be >= 0")
     need(isinstance(config["clean_fraction"], (int, float)) and 0 <= config["clean_fraction"] < 1,
          "clean_fraction must be in [0, 1)")
+    need(isinstance(config["identity_fraction"], (int, float))
+         and 0 <= config["identity_fraction"] < 1, "identity_fraction must be in [0, 1)")
+    need(isinstance(config["offset_fraction"], (int, float))
+         and 0 <= config["offset_fraction"] <= 1, "offset_fraction must be in [0, 1]")
+    need(isinstance(config["offset_mm"], (int, float)) and config["offset_mm"] >= 0,
+         "offset_mm must be >= 0")
+    need(isinstance(config["offset_joints"], int) and 1 <= config["offset_joints"] <= 16,
+         "offset_joints must be an int in 1..16")
     need(isinstance(config["cnd_temporal"], bool), "cnd_temporal must be true or false")
     need(isinstance(config["timesteps"], int) and config["timesteps"] >= 1, "timesteps must be >= 1")
     need(isinstance(config["steps"], int) and 1 <= config["steps"] <= config["timesteps"],

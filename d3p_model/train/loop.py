@@ -115,6 +115,12 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
         white = torch.randn(error.shape, generator=generator, device=pose.device) * sigma
         white[:, :, ROOT] = 0   # root-relative poses: the root carries no error
         error = error + white.to(error.dtype)
+    if config["offset_fraction"]:
+        error = error + _sparse_offsets(error, config, generator)
+    if config["identity_fraction"]:
+        keep = torch.rand(per_window, generator=generator, device=pose.device) \
+            >= config["identity_fraction"]
+        error = error * keep.to(error.dtype)
     timesteps = config["timesteps"]
     if config["diffusion"]:
         t = torch.randint(1, timesteps + 1, (size,), generator=generator, device=pose.device)
@@ -130,6 +136,25 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
         squared = squared * (1 - alpha_bar.to(pose.device)[t]).to(squared.dtype).reshape(
             (size,) + (1,) * (squared.dim() - 1))
     return squared[:, :, NON_ROOT].mean()
+
+
+def _sparse_offsets(error, config, generator):
+    """(B, T, 17, 3) constant-in-time offsets on 1..offset_joints random non-root joints of
+    an offset_fraction of the windows; length ~ U[0, offset_mm], direction uniform."""
+    size, device = error.shape[0], error.device
+    chosen = torch.rand(size, generator=generator, device=device) < config["offset_fraction"]
+    count = torch.randint(1, config["offset_joints"] + 1, (size, 1), generator=generator,
+                          device=device)
+    rank = torch.rand(size, NUM_JOINTS, generator=generator, device=device) \
+        .argsort(dim=1).argsort(dim=1)           # a random permutation rank per joint
+    rank[:, ROOT] = NUM_JOINTS                   # never the root
+    mask = (rank < count) & chosen[:, None]
+    direction = torch.randn(size, NUM_JOINTS, 3, generator=generator, device=device)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    length = torch.rand(size, NUM_JOINTS, 1, generator=generator, device=device) \
+        * (config["offset_mm"] / 1000)
+    offset = direction * length * mask[..., None]
+    return offset[:, None].to(error.dtype)
 
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
