@@ -17,6 +17,9 @@ COMMANDS = {
     "smooth": ("d3p_model.evaluate.smoother", "classical reference refiner (Savitzky-Golay)"),
     "fit-cnd": ("d3p_model.cnd.fit", "fit the conditional noisy-pose distribution"),
     "train": ("d3p_model.train.cli", "train a D3PRefiner from a config file"),
+    "train-for-lifter": ("d3p_model.train.for_lifter",
+                         "bring your own lifter: CND fit, training, calibration, do-no-harm "
+                         "check and ONNX export from one predictions file"),
     "refine": ("d3p_model.refine", "refine a predictions file with a trained D3PRefiner"),
     "evaluate": ("d3p_model.evaluate.cli", "MPJPE / P-MPJPE / acceleration error per action"),
     "plot": ("d3p_model.evaluate.plots",

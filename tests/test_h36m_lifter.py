@@ -150,6 +150,20 @@ def test_lifter_loss_falls_and_the_fold_is_held_out(fake_h36m, tmp_path):
     model = train.load_lifter(models / "gt2d" / "heldout_S1")
     np.testing.assert_allclose(seq.pose_3d, model.lift(seq.keypoints_normalised()), atol=1e-6)
 
+    # in-sample (a pretrained lifter's outputs on its own training subjects): the `all`
+    # model for every subject, said so in the file, and closer to the truth than held-out
+    in_sample = predict.predict_split("gt2d", ["S1", "S5"], fake_h36m, models, in_sample=True)
+    assert in_sample.meta["folds"] == {"S1": "all", "S5": "all"}
+    assert in_sample.meta["note"].startswith("in-sample")
+    model = train.load_lifter(models / "gt2d" / "all")
+    seq = in_sample.sequences["S1/Walking 1/" + CAM_IDS[0]]
+    np.testing.assert_allclose(seq.pose_3d, model.lift(seq.keypoints_normalised()), atol=1e-6)
+
+    def mpjpe(p):
+        return np.mean([np.linalg.norm(s.pose_3d - (s.ground_truth_3d - s.ground_truth_3d[:, :1]),
+                                       axis=-1).mean() for s in p.sequences.values()])
+    assert mpjpe(in_sample) < mpjpe(held_out)
+
 
 def test_a_fold_never_trains_on_a_subject_it_predicts(fake_h36m, tmp_path):
     config = _tiny_config()

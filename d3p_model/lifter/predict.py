@@ -4,7 +4,11 @@ For each setting it writes, into the git-ignored cache (`cache/` or `D3P_CACHE`)
 - `predictions/<setting>/train_heldout.npz`: every training subject predicted by the
   leave-one-subject-out fold that did not train on it (what the CND is fitted on and the
   refiner trains on);
-- `predictions/<setting>/test.npz`: S9 and S11 predicted by the model trained on all five.
+- `predictions/<setting>/test.npz`: S9 and S11 predicted by the model trained on all five;
+- `predictions/<setting>/train_insample.npz` (only when asked, `--split train_insample`): the
+  training subjects predicted by that same model, which trained on them. This is what a user
+  with a public pretrained lifter has: outputs on its own training subjects, more accurate
+  than on new people (the bring-your-own-lifter simulation, docs/refiner.md).
 Each file's metadata records which fold predicted each subject and what that fold trained on.
 """
 
@@ -44,12 +48,16 @@ def fold_for_subject(models_dir: Path, setting: str, subject: str) -> str:
     return found[0]
 
 
-def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> Predictions:
+def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR,
+                  in_sample: bool = False) -> Predictions:
+    """Held-out predictions (each subject by the fold that never saw it), or with in_sample
+    the `all` model's predictions of subjects it trained on."""
     sequences, folds = {}, {}
     models = {}
     for seq in tqdm(load_sequences(setting, subjects, data), desc=f"lift {setting}"):
         subject = seq.key.split("/")[0]
-        fold = folds.setdefault(subject, fold_for_subject(models_dir, setting, subject))
+        fold = folds.setdefault(subject, "all" if in_sample else
+                                fold_for_subject(models_dir, setting, subject))
         if fold not in models:
             models[fold] = load_lifter(Path(models_dir) / setting / fold)
         pose = models[fold].lift(normalise_screen(seq.keypoints_2d, *seq.image_size))
@@ -59,7 +67,8 @@ def predict_split(setting: str, subjects, data=None, models_dir=MODELS_DIR) -> P
     meta = {"estimator": f"d3p lifter ({', '.join(kinds)}) from {models_dir}", "setting": setting,
             "folds": folds, "fold_train_subjects": {
                 fold: _train_subjects(Path(models_dir) / setting / fold) for fold in models},
-            "note": "held-out: each subject predicted by a model that did not train on it"}
+            "note": "in-sample: every subject predicted by the model that trained on it"
+            if in_sample else "held-out: each subject predicted by a model that did not train on it"}
     return Predictions(sequences, meta)
 
 
@@ -70,7 +79,7 @@ def _train_subjects(fold_dir: Path) -> list[str]:
 
 def add_arguments(parser):
     parser.add_argument("--setting", choices=SETTINGS, nargs="+", default=list(SETTINGS))
-    parser.add_argument("--split", choices=("train_heldout", "test"), nargs="+",
+    parser.add_argument("--split", choices=("train_heldout", "test", "train_insample"), nargs="+",
                         default=["train_heldout", "test"])
     parser.add_argument("--data", help="Human3.6M folder (default: D3P_DATA or ../shared)")
     parser.add_argument("--cache", help="output folder (default: cache/ or D3P_CACHE)")
@@ -88,9 +97,10 @@ def main(args) -> int:
     out_root = Path(args.cache) if args.cache else cache_dir()
     for setting in args.setting:
         for split in args.split:
-            subjects = TRAIN_SUBJECTS if split == "train_heldout" else TEST_SUBJECTS
+            subjects = TEST_SUBJECTS if split == "test" else TRAIN_SUBJECTS
             name = args.name or setting
             path = out_root / "predictions" / name / f"{split}.npz"
-            save_predictions(path, predict_split(setting, subjects, args.data, args.models))
+            save_predictions(path, predict_split(setting, subjects, args.data, args.models,
+                                                 in_sample=split == "train_insample"))
             print(f"wrote {path}")
     return 0
