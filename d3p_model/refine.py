@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="predictions .npz to refine")
     parser.add_argument("-o", "--output", required=True, help="refined predictions .npz")
     parser.add_argument("--model", default=None,
-                        help="model directory (default: the shipped model, d3p_model/models/refiner/h36m_sh2d_t27_long/model)")
+                        help="model directory (default: the shipped model, d3p_model/refiner.py DEFAULT_MODEL)")
     parser.add_argument("--stride", type=int, default=None,
-                        help="frames between windows (default: the window, non-overlapping; "
-                             "smaller: overlapping windows, averaged)")
+                        help="frames between windows (default: the model's stride, from its "
+                             "model.json; smaller than the window: overlapping windows, averaged)")
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default: the model's, 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per batch")
@@ -59,7 +59,8 @@ class SequenceRefiner:
                 kp, pose, stride=stride, batch_size=batch_size, steps=self.steps)
         self.window = self.model.window
         self.info = self.model.info
-        self.stride, self.batch_size = stride, batch_size
+        self.stride = self.model.stride if stride is None else stride
+        self.batch_size = batch_size
 
     def refine(self, keypoints_normalised, pose):
         return self._refine(keypoints_normalised, pose, self.stride, self.batch_size)
@@ -133,7 +134,7 @@ def main(args) -> int:
     meta["refined_by"] = {
         "refiner": "D3PRefiner", "model": str(model_dir),
         "model_name": refiner.info.get("name"), "window": refiner.window,
-        "stride": args.stride or refiner.window,
+        "stride": args.stride or refiner.stride,
         "steps": refiner.steps, "backend": args.backend,
         "input_estimator": predictions.meta.get("estimator"),
     }

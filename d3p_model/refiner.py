@@ -47,7 +47,7 @@ class D3PRefiner:
     def __init__(self, denoiser: PoseDenoiser, cnd: ConditionalNoiseModel, *, steps: int = 2,
                  diffusion: bool = True, timesteps: int = DEFAULT_TIMESTEPS,
                  offset: float = DEFAULT_OFFSET, joint_uncertainty=None, info: dict | None = None,
-                 device="cpu", dtype=torch.float32):
+                 device="cpu", dtype=torch.float32, stride: int | None = None):
         self.device = torch.device(device)
         self.dtype = dtype
         self.denoiser = denoiser.to(self.device, dtype).eval()
@@ -63,6 +63,11 @@ class D3PRefiner:
             joint_uncertainty = np.full(NUM_JOINTS, np.nan)
         self.joint_uncertainty = np.asarray(joint_uncertainty, dtype=np.float32).reshape(NUM_JOINTS)
         self.info = dict(info or {})
+        # frames between window starts in refine_sequence: overlapping windows are averaged,
+        # which removes the jumps at window joins (chosen on validation, docs/refiner.md)
+        self.stride = self.window if stride is None else int(stride)
+        if not 1 <= self.stride <= self.window:
+            raise ValueError(f"stride must be in 1..{self.window}, got {self.stride}")
 
     @property
     def window(self) -> int:
@@ -85,6 +90,9 @@ class D3PRefiner:
             steps = int(spec["steps"])
             enabled = bool(diffusion["enabled"])
             timesteps, offset = int(diffusion["timesteps"]), float(diffusion["offset"])
+            stride = int(spec.get("stride", config.window))   # older models: no overlap
+            if not 1 <= stride <= config.window:
+                raise ValueError(f"stride {stride} outside 1..{config.window}")
         except (KeyError, TypeError, ValueError) as err:
             raise D3PModelError(f"{model_path}: bad or missing entry ({err!r})") from err
 
@@ -111,7 +119,7 @@ class D3PRefiner:
                                 f"{MODEL_FILE} ({err})") from err
         return cls(denoiser, cnd, steps=steps, diffusion=enabled, timesteps=timesteps,
                    offset=offset, joint_uncertainty=uncertainty, info=spec.get("info", {}),
-                   device=device, dtype=dtype)
+                   device=device, dtype=dtype, stride=stride)
 
     def spec(self) -> dict:
         return {
@@ -120,6 +128,7 @@ class D3PRefiner:
             "diffusion": {"enabled": self.diffusion, "timesteps": self.timesteps,
                           "offset": self.offset},
             "steps": self.steps,
+            "stride": self.stride,
             # null marks an uncalibrated joint (a model that was never calibrated)
             "joint_uncertainty": [float(v) if np.isfinite(v) else None
                                   for v in self.joint_uncertainty],
@@ -165,5 +174,5 @@ class D3PRefiner:
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
                         steps=None) -> np.ndarray:
         return refine_in_windows(lambda kp, pose: self.refine_windows(kp, pose, steps),
-                                 keypoints_2d, pose_3d, self.window, NUM_JOINTS, stride,
-                                 batch_size)
+                                 keypoints_2d, pose_3d, self.window, NUM_JOINTS,
+                                 self.stride if stride is None else stride, batch_size)

@@ -77,6 +77,32 @@ def test_sequence_and_deterministic(small_model):
     np.testing.assert_array_equal(again, got)
 
 
+def test_the_models_inference_stride_is_saved_and_used_by_both_backends(small_model, tmp_path):
+    """A model.json "stride" (overlapping windows at inference) is what refine_sequence
+    uses by default, in PyTorch and in the ONNX export; models without it do not overlap."""
+    refiner = D3PRefiner.load(small_model)
+    assert refiner.stride == refiner.window          # saved before strides existed: none
+    refiner.stride = 3
+    refiner.save(tmp_path / "m")
+    loaded = D3PRefiner.load(tmp_path / "m")
+    runtime = OnnxRefiner.load(tmp_path / "m", num_threads=1)
+    assert loaded.stride == runtime.stride == 3
+    predictions = make_synthetic_predictions(num_sequences=1, num_frames=31, seed=9)
+    (_, seq), = predictions.items()
+    pose = seq.pose_3d - seq.pose_3d[:, :1]
+    overlapped = loaded.refine_sequence(seq.keypoints_normalised(), pose)
+    np.testing.assert_array_equal(overlapped, loaded.refine_sequence(
+        seq.keypoints_normalised(), pose, stride=3))
+    assert np.abs(overlapped - loaded.refine_sequence(seq.keypoints_normalised(), pose,
+                                                      stride=9)).max() > 1e-5
+    assert np.abs(runtime.refine_sequence(seq.keypoints_normalised(), pose)
+                  - overlapped).max() < TOLERANCE_M
+    spec = (tmp_path / "m" / "model.json").read_text()
+    (tmp_path / "m" / "model.json").write_text(spec.replace('"stride": 3', '"stride": 99'))
+    with pytest.raises(D3PModelError, match="stride"):
+        D3PRefiner.load(tmp_path / "m")
+
+
 def test_bad_windows_are_refused_like_torch(small_model):
     runtime = OnnxRefiner.load(small_model)
     keypoints, pose = generated_windows(9, 2)

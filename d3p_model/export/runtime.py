@@ -113,6 +113,7 @@ class OnnxRefiner:
             self.spec = json.loads(metadata[META_SPEC])
             self.steps = int(metadata[META_STEPS])
             self.window = int(self.spec["denoiser"]["window"])
+            self.stride = int(self.spec.get("stride", self.window))
             uncertainty = np.array([np.nan if v is None else float(v)
                                     for v in self.spec["joint_uncertainty"]], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as err:
@@ -155,6 +156,10 @@ class OnnxRefiner:
             raise ValueError(f"{onnx_file} runs {refiner.steps} DDIM steps, not {steps} "
                              f"(export it with `d3p export --steps {steps}`)")
         refiner.model_dir = pathlib.Path(model_dir) if model_dir is not None else None
+        if model_dir is not None:
+            # the inference stride is a setting of the model directory, not of the graph
+            refiner.stride = int(read_model_spec(pathlib.Path(model_dir)).get("stride",
+                                                                         refiner.window))
         return refiner
 
     def refine_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
@@ -166,4 +171,5 @@ class OnnxRefiner:
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256) -> np.ndarray:
         return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, self.window,
-                                 NUM_JOINTS, stride, batch_size)
+                                 NUM_JOINTS, self.stride if stride is None else stride,
+                                 batch_size)
