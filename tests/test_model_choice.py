@@ -1,0 +1,102 @@
+"""scripts/choose_default.py and scripts/results_ablation.py on generated data: the default
+is chosen on each model's own validation split, a harmful or useless refiner never qualifies,
+and ablations are compared at equal epochs from the training logs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from d3p_model.data.predictions import save_predictions
+from d3p_model.data.synthetic import make_synthetic_predictions
+from d3p_model.train.loop import train_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+choose_default = load_script("choose_default")
+results_ablation = load_script("results_ablation")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("choice")
+    data = root / "train.npz"
+    save_predictions(data, make_synthetic_predictions(
+        num_sequences=8, num_frames=40, seed=4, subjects=["SYN1", "SYN2", "SYN3", "SYN4"]))
+    base = {"data": {"train": str(data), "validation_fraction": 0.25}, "window": 5,
+            "stride": 5, "model": {"depth": 1, "width": 16, "heads": 1},
+            "optim": {"epochs": 2, "batch_size": 8}, "threads": 1, "device": "cpu",
+            "checkpoint_minutes": None}
+    for name, extra in (("cand", {}), ("cand_depth6", {"model": {"depth": 2, "width": 16,
+                                                                 "heads": 1}})):
+        train_from_config({**base, **extra, "name": name}, root / "models" / name,
+                          progress=False)
+    # an identity refiner: the denoiser predicts no error at all
+    from d3p_model.refiner import D3PRefiner
+    identity = D3PRefiner.load(root / "models" / "cand" / "model")
+    torch.nn.init.zeros_(identity.denoiser.head.weight)
+    torch.nn.init.zeros_(identity.denoiser.head.bias)
+    identity.save(root / "models" / "identity" / "model")
+    return root / "models"
+
+
+def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    row = choose_default.assess("identity", [5, 2], every=1)
+    assert row["refined_mm_by_stride"][5] == pytest.approx(row["lifter_mm"], abs=1e-3)
+    assert set(row["harmed"]) == {"iid_10mm", "iid_20mm", "offset_30mm"}
+    assert not row["qualifies"]
+    # its validation keys are the model's own held-out takes, not its training ones
+    info = json.loads((models / "identity" / "model" / "model.json").read_text())["info"]
+    assert row["sequences"] == len(info["training"]["validation_keys"])
+    assert choose_default.main(["identity", "--strides", "5", "--sequence-stride", "1",
+                                "--docs", str(tmp_path), "--apply"]) == 0
+    assert "No candidate qualifies" in (tmp_path / "default_choice.md").read_text()
+    assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] is None
+
+
+def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
+    fake = {"cand": (30.0, {5: 28.0, 2: 27.0}, []),          # qualifies, best at stride 2
+            "cand_depth6": (30.0, {5: 20.0, 2: 21.0}, ["iid_10mm"]),   # lower but harms
+            "identity": (30.0, {5: 30.0, 2: 30.0}, [])}      # no gain
+    monkeypatch.setattr(choose_default, "assess", lambda name, strides, every: {
+        "name": name, "lifter_mm": fake[name][0], "refined_mm_by_stride": fake[name][1],
+        "best_stride": min(fake[name][1], key=fake[name][1].get), "do_no_harm": harm,
+        "harmed": fake[name][2],
+        "qualifies": not fake[name][2] and min(fake[name][1].values()) < fake[name][0]})
+    choose_default.main(["cand", "cand_depth6", "identity", "--docs", str(tmp_path), "--apply"])
+    assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] == \
+        {"name": "cand", "stride": 2}
+    assert json.loads((models / "cand" / "model" / "model.json").read_text())["stride"] == 2
+    from d3p_model.refiner import D3PRefiner
+    assert D3PRefiner.load(models / "cand" / "model").stride == 2
+
+
+def test_ablation_rows_at_equal_epochs(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(results_ablation, "MODELS", models)
+    assert results_ablation.main(["--base", "cand", "--epoch", "2", "--docs",
+                                  str(tmp_path)]) == 0
+    document = json.loads((tmp_path / "ablation_cand.json").read_text())
+    rows = {r["name"]: r for r in document["rows"]}
+    assert set(rows) == {"cand", "cand_depth6"}
+    assert "cand_real" in document["missing"]
+    # FLOPs follow the architecture: two blocks cost more than one
+    assert rows["cand_depth6"]["mflops_per_window"] > rows["cand"]["mflops_per_window"]
+    assert rows["cand"]["epoch"] == 2
+    # an epoch no run reached gives no rows, and says so
+    assert results_ablation.main(["--base", "cand", "--epoch", "9", "--docs",
+                                  str(tmp_path)]) == 2
