@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ablations of the retrained refiner (issue 13), on the validation split, from training logs.
 
-    .venv/bin/python scripts/results_ablation.py [--base h36m_sh2d_t27_blind] [--epoch 5]
+    .venv/bin/python scripts/results_ablation.py [--base h36m_sh2d_t27_blind] [--epoch 4]
 
 Each ablation (d3p_model/configs/<base>_{real,nodiff,depth6,depth8}.yaml) is the base recipe
 with one thing changed, trained for `--epoch` epochs (`scripts/train_refiners.sh NAME`).
@@ -58,7 +58,7 @@ def row(name: str, what: str, epoch: int) -> dict | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="h36m_sh2d_t27_blind")
-    parser.add_argument("--epoch", type=int, default=5)
+    parser.add_argument("--epoch", type=int, default=4)
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "results")
     args = parser.parse_args(argv)
     rows, missing = [], []
