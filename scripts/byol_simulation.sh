@@ -9,7 +9,8 @@
 # All from scratch (the shipped model was trained on this lifter's held-out outputs, so
 # starting from it would leak), on the shipped recipe, 6 epochs. Then each refines the S9/S11
 # test outputs: docs/results/byol_simulation.{md,json}.
-#   scripts/byol_simulation.sh [train|evaluate]      (default: both; training is resumable)
+#   scripts/byol_simulation.sh [train [RUN]|evaluate]  (default: both; RUN one of heldout,
+#                                                      insample, gain; training is resumable)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -29,11 +30,18 @@ run() {  # name predictions [extra...]
     "${common[@]}" $resume "$@" > "$OUT/$name.log" 2>&1 || true   # 1 = harm found: reported
 }
 mkdir -p "$OUT"
+one() {
+  case $1 in
+    heldout) run heldout "$CACHE/predictions/sh2d/train_heldout.npz";;
+    insample) run insample "$CACHE/predictions/sh2d/train_insample.npz";;
+    gain) run gain "$CACHE/predictions/sh2d/train_insample.npz" --lifter-test-mpjpe 62.7;;
+    *) echo "unknown run $1" >&2; exit 2;;
+  esac
+}
+if [ "$what" = train ] && [ $# -ge 2 ]; then one "$2"; exit 0; fi
 if [ "$what" != evaluate ]; then
-  run heldout "$CACHE/predictions/sh2d/train_heldout.npz" &
-  run insample "$CACHE/predictions/sh2d/train_insample.npz" &
-  wait
-  run gain "$CACHE/predictions/sh2d/train_insample.npz" --lifter-test-mpjpe 62.7
+  one heldout & one insample & wait
+  one gain
 fi
 [ "$what" = train ] && exit 0
 for name in heldout insample gain; do
