@@ -28,6 +28,7 @@ if str(REPO_ROOT) not in sys.path:
 from d3p_model.data.predictions import load_predictions  # noqa: E402
 from d3p_model.evaluate.do_no_harm import CASES, evaluate_do_no_harm, harm_failures  # noqa: E402
 from d3p_model.refiner import D3PRefiner  # noqa: E402
+from d3p_model.skeleton import H36M17_JOINTS as JOINT_NAMES  # noqa: E402
 from d3p_model.train.config import cache_dir  # noqa: E402
 
 CASE_TITLES = {"clean": "ground truth (clean)", "iid_10mm": "+ i.i.d. 10 mm per coordinate",
@@ -91,6 +92,19 @@ def main(argv=None) -> int:
             worse = "-" if case == "clean" else f"{r['worse_sequences']}/{r['sequences']}"
             lines.append(f"| {label} | {CASE_TITLES[case]} | {r['input_mm']:.1f} | "
                          f"{r['refined_mm']:.1f} | {worse} | {verdict} |")
+    lines += ["", "What each model adds to the clean ground truth: the part that stays the same "
+              "over a sequence (MPJPE of each sequence's mean displacement; the rest changes "
+              "from frame to frame) and the joints it moves most, in mm.", "",
+              "| model | clean, refined | constant over the sequence | most-moved joints |",
+              "| --- | ---: | ---: | --- |"]
+    for label, entry in document["models"].items():
+        clean = entry["cases"].get("clean")
+        if not clean or "per_joint_mm" not in clean:
+            continue
+        order = sorted(range(len(clean["per_joint_mm"])), key=lambda j: -clean["per_joint_mm"][j])
+        top = ", ".join(f"{JOINT_NAMES[j]} {clean['per_joint_mm'][j]:.1f}" for j in order[:3])
+        lines.append(f"| {label} | {clean['refined_mm']:.1f} | {clean['constant_mm']:.1f} | "
+                     f"{top} |")
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

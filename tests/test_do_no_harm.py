@@ -44,6 +44,18 @@ def test_identity_and_oracle_refiners(sequences):
     # leaving the input alone improves nothing: every noisy case fails
     assert harm_failures(identity) == ["iid_10mm", "iid_20mm", "offset_30mm"]
 
+    assert identity["clean"]["constant_mm"] == 0 and max(identity["clean"]["per_joint_mm"]) == 0
+    # a constant shift of one joint is all "constant"; jitter is not
+    shift = np.zeros((17, 3))
+    shift[5, 0] = 0.017
+    shifted = evaluate_do_no_harm(lambda kp, pose: pose + shift, sequences, cases=("clean",))
+    assert shifted["clean"]["per_joint_mm"][5] == pytest.approx(17.0)
+    assert shifted["clean"]["constant_mm"] == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    jitter = evaluate_do_no_harm(lambda kp, pose: pose + rng.normal(0, 0.01, pose.shape),
+                                 sequences, cases=("clean",))
+    assert jitter["clean"]["constant_mm"] < 0.1 * jitter["clean"]["refined_mm"]
+
     truths = {id(kp): t - t[:, :1] for _, kp, t in sequences}
     oracle = evaluate_do_no_harm(lambda kp, pose: truths[id(kp)], sequences)
     assert harm_failures(oracle) == [] and oracle["iid_10mm"]["refined_mm"] < 1e-9
@@ -62,3 +74,37 @@ def test_a_refiner_that_pulls_towards_a_mean_pose_is_caught(sequences):
     assert results["clean"]["refined_mm"] > 15
     assert "offset_30mm" in harm_failures(results)
     assert results["offset_30mm"]["worse_sequences"] == len(sequences)
+
+
+def test_results_script_page(tmp_path):
+    """scripts/results_do_no_harm.py on generated data: the table, the verdicts and what a
+    model adds to the clean input."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from d3p_model.cnd import ConditionalNoiseModel
+    from d3p_model.data.predictions import save_predictions
+    from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
+    from d3p_model.refiner import D3PRefiner
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "results_do_no_harm.py"
+    spec = importlib.util.spec_from_file_location("results_do_no_harm", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = make_synthetic_predictions(num_sequences=2, num_frames=30, seed=6, subjects=["S9"])
+    save_predictions(tmp_path / "test.npz", data)
+    torch.manual_seed(0)
+    train = [(s.keypoints_normalised(), s.pose_3d, s.ground_truth_3d) for _, s in data.items()]
+    D3PRefiner(PoseDenoiser(DenoiserConfig(window=9, depth=1, width=16)),
+               ConditionalNoiseModel.fit_sequences(train)).save(tmp_path / "m" / "model")
+    assert module.main([str(tmp_path / "m" / "model"), "--predictions",
+                        str(tmp_path / "test.npz"), "--sequence-stride", "1",
+                        "--docs", str(tmp_path)]) == 0
+    page = (tmp_path / "do_no_harm.md").read_text()
+    document = json.loads((tmp_path / "do_no_harm.json").read_text())
+    clean = document["models"]["m"]["cases"]["clean"]
+    assert len(clean["per_joint_mm"]) == 17 and clean["per_joint_mm"][0] == 0   # root exact
+    assert "constant over the sequence" in page and "+ i.i.d. 10 mm" in page

@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from ..skeleton import ROOT
+from ..skeleton import NUM_JOINTS, ROOT
 
 OFFSET_JOINTS = (3, 13, 16)   # right foot, left wrist, right wrist (Human3.6M-17)
 CASES = ("clean", "iid_10mm", "iid_20mm", "offset_30mm")
@@ -60,6 +60,10 @@ def evaluate_do_no_harm(refine, sequences, cases=CASES, seed: int = 0) -> dict:
     """
     totals = {case: {"input": 0.0, "refined": 0.0, "frames": 0, "worse": 0, "sequences": 0}
               for case in cases}
+    # what the refiner adds to a correct skeleton: per joint, and the part of it that stays
+    # the same over a sequence (a pull towards some pose) rather than changing (jitter)
+    joint_sum = np.zeros(NUM_JOINTS)
+    constant_sum = 0.0
     for key, keypoints, truth in sequences:
         truth = np.asarray(truth, np.float64)
         truth = truth - truth[:, ROOT:ROOT + 1]
@@ -76,6 +80,10 @@ def evaluate_do_no_harm(refine, sequences, cases=CASES, seed: int = 0) -> dict:
             entry["frames"] += frames
             entry["sequences"] += 1
             entry["worse"] += int(after > before) if case != "clean" else 0
+            if case == "clean":
+                moved = refined - truth
+                joint_sum += np.linalg.norm(moved, axis=-1).sum(axis=0)
+                constant_sum += np.linalg.norm(moved.mean(axis=0), axis=-1).mean() * frames
     results = {}
     for case, entry in totals.items():
         frames = max(entry["frames"], 1)
@@ -83,6 +91,11 @@ def evaluate_do_no_harm(refine, sequences, cases=CASES, seed: int = 0) -> dict:
                          "refined_mm": entry["refined"] / frames,
                          "frames": entry["frames"], "sequences": entry["sequences"],
                          "worse_sequences": entry["worse"]}
+    if "clean" in results:
+        frames = max(totals["clean"]["frames"], 1)
+        results["clean"]["per_joint_mm"] = (1000 * joint_sum / frames).tolist()
+        # MPJPE of each sequence's mean displacement: 0 when all it adds is jitter
+        results["clean"]["constant_mm"] = 1000 * constant_sum / frames
     return results
 
 
