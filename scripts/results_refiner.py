@@ -358,6 +358,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--summary-only", action="store_true",
                         help="only rebuild refiner.md/.json from the refiner_<setting>.json "
                              "files of earlier runs")
+    parser.add_argument("--print-model", nargs=2, metavar=("SETTING", "T"),
+                        help="only print the directory of the published model of that "
+                             "setting and window (found in --models) and exit; status 1 "
+                             "when there is none (scripts/results_refiner.sh uses it)")
     parser.add_argument("--sequence-stride", type=int, default=1, metavar="K",
                         help="use every K-th test sequence only (sorted keys; stated in the "
                              "pages): to save refinement time")
@@ -660,6 +664,17 @@ def merged_document(docs: Path, settings) -> dict:
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
+    if args.print_model:
+        setting, window = args.print_model[0], int(args.print_model[1])
+        name = main_run_name(setting, window)
+        model_dir = find_model(name, args.models) if name else None
+        if model_dir is None:
+            print(f"results_refiner: {setting}, T = {window}: "
+                  + (f"model {name} not trained yet" if name else
+                     NO_MODEL.get((setting, window), "no model")), file=sys.stderr)
+            return 1
+        print(model_dir)
+        return 0
     if args.sequence_stride < 1:
         raise SystemExit("results_refiner: --sequence-stride must be >= 1")
     subjects = None if [s.lower() for s in args.subjects] == ["all"] else args.subjects
