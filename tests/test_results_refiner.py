@@ -178,6 +178,20 @@ def test_end_to_end(workspace, capsys):
     assert document["settings"]["sh2d"]["notes"]
 
 
+def test_print_model(workspace, capsys):
+    """--print-model: the published model's directory (scripts/results_refiner.sh), or
+    status 1 with the reason."""
+    root, _ = workspace
+    models = ["--models", str(root / "models")]
+    assert results_refiner.main([*models, "--print-model", "gt2d", str(WINDOW)]) == 0
+    assert capsys.readouterr().out == f"{root}/models/h36m_gt2d_t9_keep/model\n"
+    assert results_refiner.main([*models, "--print-model", "gt2d", "81"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and results_refiner.NO_MODEL[("gt2d", 81)] in captured.err
+    assert results_refiner.main([*models, "--print-model", "sh2d", "81"]) == 1
+    assert "model h36m_sh2d_t81_keep not trained yet" in capsys.readouterr().err
+
+
 def test_published_models_are_the_retrained_ones():
     """Every model the script publishes has its config in d3p_model/configs/; gt2d has no
     T = 81 model, and the page says why."""
