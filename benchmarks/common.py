@@ -24,9 +24,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_OUTPUT_DIR = REPO / "benchmarks" / "results"
-SHIPPED_MODELS = {27: "h36m_sh2d_t27_long", 81: "h36m_sh2d_t81_long"}
-# A window without a trained model gets the T = 81 model's architecture and CND.
-ARCHITECTURE_SOURCE = "h36m_sh2d_t81_long"
+# The trained refiners the benchmarks time: the shipped default (d3p_model.refiner.
+# DEFAULT_MODEL) at its window, and at T = 81 this detected-2D model (retrained on the current
+# lifter, issue 13). A window whose model is not trained yet is skipped, with the reason
+# printed (missing_model). Any other window gets the shipped default's architecture and CND
+# with random weights.
+T81_MODEL = "h36m_sh2d_t81_keep"
 RANDOM_WEIGHTS = "random weights (timing only)"
 H36M_FPS = 50.0
 
@@ -212,22 +215,65 @@ def set_torch_threads(threads: int) -> None:
 
 
 # ---------------------------------------------------------------- models
+def trained_models() -> dict[int, tuple[str, Path]]:
+    """Window -> (name, model directory) of the trained refiners the benchmarks use: the
+    shipped default (d3p_model.refiner.DEFAULT_MODEL) at its own window, T81_MODEL at 81."""
+    from d3p_model.refiner import DEFAULT_MODEL, default_model_dir
+    default = default_model_dir()
+    window = int(json.loads((default / "model.json").read_text())["denoiser"]["window"])
+    found = {81: (T81_MODEL, default.parent.parent / T81_MODEL / "model")}
+    found[window] = (DEFAULT_MODEL, default)
+    return found
+
+
+def missing_model(window: int) -> str | None:
+    """Why a window cannot be timed: its trained model is not there (yet); None otherwise
+    (a trained model, or a window timed with random weights)."""
+    entry = trained_models().get(window)
+    if entry is None:
+        return None
+    name, model_dir = entry
+    if (model_dir / "model.json").is_file() and (model_dir / "weights.pt").is_file():
+        return None
+    return f"T = {window}: its model {name} is not trained yet ({model_dir} missing)"
+
+
+def available_windows(windows) -> tuple[list[int], list[dict]]:
+    """(the windows that can be timed, [{"window", "reason"}] for those skipped); each skip
+    is printed to stderr with its reason."""
+    kept, skipped = [], []
+    for window in windows:
+        reason = missing_model(window)
+        if reason is None:
+            kept.append(window)
+        else:
+            print(f"skipping {reason}", file=sys.stderr)
+            skipped.append({"window": window, "reason": reason})
+    return kept, skipped
+
+
 def model_for_window(window: int, scratch: Path) -> tuple[Path, str]:
     """(model directory, what its weights are) for a window of `window` frames.
 
-    T = 27 and 81: the shipped refiners. Any other T: the T = 81 architecture and CND with
-    random weights, saved once under `scratch` (timing does not depend on the weights).
+    A window of trained_models(): that refiner (FileNotFoundError, with missing_model's
+    reason, if it is not trained yet: filter with available_windows first). Any other T: the
+    shipped default's architecture and CND with random weights, saved once under `scratch`
+    (timing does not depend on the weights).
     """
     from d3p_model.refiner import D3PRefiner, default_model_dir
-    models = default_model_dir().parent.parent
-    if window in SHIPPED_MODELS:
-        return models / SHIPPED_MODELS[window] / "model", f"trained ({SHIPPED_MODELS[window]})"
+    trained = trained_models()
+    if window in trained:
+        reason = missing_model(window)
+        if reason:
+            raise FileNotFoundError(reason)
+        name, model_dir = trained[window]
+        return model_dir, f"trained ({name})"
     target = Path(scratch) / f"random_t{window}"
     if not (target / "model.json").is_file():
         import torch
 
         from d3p_model.denoiser.model import PoseDenoiser
-        source = D3PRefiner.load(models / ARCHITECTURE_SOURCE / "model")
+        source = D3PRefiner.load(default_model_dir())
         config = dataclasses.replace(source.denoiser.config, window=window)
         torch.manual_seed(0)
         refiner = D3PRefiner(PoseDenoiser(config), source.cnd, steps=source.steps,

@@ -1,8 +1,10 @@
 """Speed of one PoseDenoiser call on this machine: PyTorch eager vs ONNX Runtime (CPU).
 
-For every window T, batch B (people) and thread count it times the denoiser of the refiner
-(the shipped model `h36m_sh2d_t<T>` where there is one, otherwise the same architecture,
-depth 4, width 32, 2 heads, with seeded random weights: speed does not depend on the values).
+For every window T, batch B (people) and thread count it times the denoiser of the refiner:
+at T = 27 the shipped default (d3p_model.refiner.DEFAULT_MODEL), at T = 81 the detected-2D
+refiner h36m_sh2d_t81_keep (common.trained_models; a window whose model is not trained yet is
+skipped, with the reason printed and in the results), at any other T the shipped default's
+architecture with seeded random weights (speed does not depend on the values).
 Calls alternate the two steps of a K=2 DDIM refinement (t = 50, 25), so besides the median
 and p99 per call it reports the time of one K=2 window (two calls back to back; the DDIM
 arithmetic between them is a few microseconds and not included).
@@ -34,7 +36,6 @@ import numpy as np
 import common   # benchmarks/common.py: puts this checkout first on sys.path
 
 REPO = common.REPO
-MODELS = REPO / "d3p_model" / "models" / "refiner"
 STEPS = (50, 25)   # the two steps of the default K=2 refinement
 
 
@@ -62,17 +63,24 @@ def parse_args(argv=None):
 
 
 def load_denoiser(window: int):
-    """The shipped sh2d denoiser for this window, else the same architecture, seeded."""
+    """(denoiser, where it is from) for this window: its trained model (common.trained_models)
+    or, at another T, the shipped default's architecture with seeded random weights."""
+    import dataclasses
+
     import torch
 
-    from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
-    from d3p_model.refiner import D3PRefiner
-    shipped = MODELS / f"h36m_sh2d_t{window}" / "model"
-    if shipped.is_dir():
-        return D3PRefiner.load(shipped).denoiser.eval(), f"shipped h36m_sh2d_t{window}"
+    from d3p_model.denoiser import PoseDenoiser
+    from d3p_model.refiner import D3PRefiner, default_model_dir
+    trained = common.trained_models()
+    if window in trained:
+        name, model_dir = trained[window]
+        return D3PRefiner.load(model_dir).denoiser.eval(), f"trained {name}"
     torch.manual_seed(0)
-    config = DenoiserConfig(window=window, depth=4, width=32, heads=2)
-    return PoseDenoiser(config).eval(), "random weights, depth 4, width 32, 2 heads"
+    source = D3PRefiner.load(default_model_dir()).denoiser.config
+    config = dataclasses.replace(source, window=window)
+    return PoseDenoiser(config).eval(), (f"random weights, the shipped default's architecture "
+                                         f"(depth {config.depth}, width {config.width}, "
+                                         f"{config.heads} heads)")
 
 
 def make_inputs(batch: int, window: int, seed: int = 0):
@@ -178,6 +186,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Models: " + "; ".join(f"T={w}: {m}" for w, m in result["models"].items()),
               "ONNX vs torch max abs difference (normalised error): "
               + "; ".join(f"T={w}: {d:.1e}" for w, d in result["onnx_max_abs_diff"].items()),
+              *[f"Skipped: {s['reason']}." for s in result.get("skipped_windows", [])],
               "", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
@@ -191,6 +200,7 @@ def main(argv=None) -> int:
               "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v)
                            for k, v in vars(args).items()},
               "models": {}, "onnx_max_abs_diff": {}, "rows": []}
+    args.windows, result["skipped_windows"] = common.available_windows(args.windows)
     configs = [(w, b, n, backend) for w in args.windows for b in args.batches
                for n in args.threads for backend in args.backends]
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=len(configs), unit="config") as bar:

@@ -9,10 +9,14 @@ measured fp32 matrix-multiply peak.
    matrix products and attention; element-wise work is not counted) for T = 27/81/243,
    K = 1/2/5, and the ideal time per window at the peak.
 3. Measured time per window per person: from the refine_latency results (--latency-json,
-   default <output-dir>/refine_latency.json) if present, else measured now for T = 81, K = 2,
-   1 and 10 people. Fraction of peak = ideal / measured.
+   default <output-dir>/refine_latency.json) if present, else measured now for T = 81
+   (--profile-window), K = 2, 1 and 10 people. Fraction of peak = ideal / measured.
 4. What bounds it: the top entries of a torch.profiler and an ONNX Runtime profile of one
-   T = 81, K = 2, one-person refinement on 1 thread.
+   T = 81 (--profile-window), K = 2, one-person refinement on 1 thread.
+
+The models are those of common.model_for_window (T = 81: h36m_sh2d_t81_keep; T = 27: the
+shipped default; others: its architecture with random weights); a window whose model is not
+trained yet is skipped (FLOPs row and profile), with the reason printed and in the results.
 
     .venv/bin/python benchmarks/hardware_limit.py          # after refine_latency.py
     .venv/bin/python benchmarks/hardware_limit.py --quick  # smoke run
@@ -32,7 +36,7 @@ from pathlib import Path
 import common
 
 NAME = "hardware_limit"
-PROFILE_WINDOW, PROFILE_STEPS = 81, 2
+PROFILE_WINDOW, PROFILE_STEPS = 81, 2     # the default window of the profiles
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -49,6 +53,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile-runs", type=int, default=10,
                         help="refinements in each profile (after warm-up)")
     parser.add_argument("--top", type=int, default=10, help="profile entries to publish")
+    parser.add_argument("--profile-window", type=int, default=PROFILE_WINDOW,
+                        help="T of the profiles and of a latency measured now")
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -146,14 +152,14 @@ def latency_cells(args, scratch: Path) -> tuple[list[dict], str]:
         cells = json.loads(path.read_text())["cells"]
         return [c for c in cells if c["device"] == "cpu"], str(path)
     import refine_latency
-    print(f"{path} not found: measuring T = {PROFILE_WINDOW}, K = {PROFILE_STEPS} now",
+    print(f"{path} not found: measuring T = {args.profile_window}, K = {PROFILE_STEPS} now",
           file=sys.stderr)
     measured = scratch / "latency"
-    arguments = ["--windows", str(PROFILE_WINDOW), "--steps", str(PROFILE_STEPS),
+    arguments = ["--windows", str(args.profile_window), "--steps", str(PROFILE_STEPS),
                  "--threads", *[str(t) for t in args.threads], "--batches", "1", "10",
                  "--output-dir", str(measured)]
     if args.quick:
-        arguments = ["--windows", str(PROFILE_WINDOW), "--steps", str(PROFILE_STEPS),
+        arguments = ["--windows", str(args.profile_window), "--steps", str(PROFILE_STEPS),
                      "--threads", "1", "--batches", "1", "--seconds-per-cell", "0.2",
                      "--warmup", "1", "--output-dir", str(measured)]
     refine_latency.main(arguments)
@@ -182,14 +188,14 @@ def fractions(cells, flops_rows, peak) -> list[dict]:
 
 
 # ---------------------------------------------------------------- profiles
-def profile_torch(runs: int, top: int, scratch: Path) -> dict:
+def profile_torch(window: int, runs: int, top: int, scratch: Path) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
     from d3p_model.refiner import D3PRefiner
-    model_dir, _ = common.model_for_window(PROFILE_WINDOW, scratch)
+    model_dir, _ = common.model_for_window(window, scratch)
     common.set_torch_threads(1)
     refiner = D3PRefiner.load(model_dir)
-    keypoints, poses = common.sample_windows(PROFILE_WINDOW, 1)
+    keypoints, poses = common.sample_windows(window, 1)
     for _ in range(3):
         refiner.refine_windows(keypoints, poses, steps=PROFILE_STEPS)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -206,10 +212,10 @@ def profile_torch(runs: int, top: int, scratch: Path) -> dict:
             "runs": runs, "total_ms_per_refinement": total / 1e3 / runs, "entries": entries}
 
 
-def profile_onnxruntime(runs: int, top: int, scratch: Path) -> dict:
+def profile_onnxruntime(window: int, runs: int, top: int, scratch: Path) -> dict:
     import onnxruntime as ort
     from d3p_model.export.runtime import OnnxRefiner
-    model_dir, _ = common.model_for_window(PROFILE_WINDOW, scratch)
+    model_dir, _ = common.model_for_window(window, scratch)
     onnx_file = OnnxRefiner.load(model_dir, steps=PROFILE_STEPS, num_threads=1,
                                  warn=lambda m: print(m, file=sys.stderr)).onnx_file
     # the session OnnxRefiner makes, with profiling on
@@ -221,7 +227,7 @@ def profile_onnxruntime(runs: int, top: int, scratch: Path) -> dict:
     options.enable_profiling = True
     options.profile_file_prefix = str(scratch / "ort_profile")
     session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-    keypoints, poses = common.sample_windows(PROFILE_WINDOW, 1)
+    keypoints, poses = common.sample_windows(window, 1)
     feed = {"keypoints_2d": keypoints, "pose_3d": poses}
     warmup = 3
     for _ in range(warmup + runs):
@@ -289,10 +295,11 @@ def markdown(payload: dict) -> str:
               common.markdown_table(["T", "K", "MFLOPs"]
                                     + [f"ideal ms {t} thr" for t in threads]
                                     + ["best measured ms", "of peak"], rows)]
+    profile_window = payload["settings"].get("profile_window", PROFILE_WINDOW)
     detail = [r for r in payload["fractions"]
-              if (r["window"], r["steps"]) == (PROFILE_WINDOW, PROFILE_STEPS)]
+              if (r["window"], r["steps"]) == (profile_window, PROFILE_STEPS)]
     if detail:
-        lines += ["", f"## T = {PROFILE_WINDOW}, K = {PROFILE_STEPS}, every configuration", "",
+        lines += ["", f"## T = {profile_window}, K = {PROFILE_STEPS}, every configuration", "",
                   common.markdown_table(
                       ["backend", "threads", "people", "measured ms/window", "ideal ms",
                        "GFLOP/s reached", "of peak"],
@@ -302,13 +309,16 @@ def markdown(payload: dict) -> str:
                        for r in sorted(detail, key=lambda r: (r["backend"], r["threads"],
                                                               r["batch"]))])]
     for name, profile in payload["profiles"].items():
-        lines += ["", f"## Profile: {name}, T = {PROFILE_WINDOW}, K = {PROFILE_STEPS}, one "
+        lines += ["", f"## Profile: {name}, T = {profile_window}, K = {PROFILE_STEPS}, one "
                       f"person ({profile['tool']}; {profile['runs']} refinements, "
                       f"{profile['total_ms_per_refinement']:.1f} ms each)", "",
                   common.markdown_table(
                       ["op", "% time", "calls per refinement", "ms per refinement"],
                       [[e["op"], f"{e['percent']:.1f}", f"{e['calls_per_refinement']:g}",
                         f"{e['ms_per_refinement']:.2f}"] for e in profile["entries"]])]
+    for skipped in payload.get("skipped_windows", []):
+        lines += ["", f"Skipped: {skipped['reason']} (no FLOPs row"
+                      + (", no profiles" if skipped["window"] == profile_window else "") + ")."]
     return "\n".join(lines)
 
 
@@ -318,20 +328,27 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
         scratch = Path(scratch)
         peak = measure_peak(args)
-        windows = sorted(set(args.windows) | {PROFILE_WINDOW})
+        windows = sorted(set(args.windows) | {args.profile_window})
         cells, source = latency_cells(args, scratch)
         steps = sorted(set(args.steps) | {c["steps"] for c in cells})
         windows = sorted(set(windows) | {c["window"] for c in cells})
+        windows, skipped_windows = common.available_windows(windows)
         flops = model_flops(windows, steps, scratch)
-        profiles = {"torch": profile_torch(args.profile_runs, args.top, scratch),
-                    "onnxruntime": profile_onnxruntime(args.profile_runs, args.top, scratch)}
+        profiles = {}
+        if args.profile_window in windows:
+            profiles = {"torch": profile_torch(args.profile_window, args.profile_runs,
+                                               args.top, scratch),
+                        "onnxruntime": profile_onnxruntime(args.profile_window,
+                                                           args.profile_runs, args.top,
+                                                           scratch)}
     payload = {"benchmark": NAME, "machine": machine,
                "settings": {"sizes": args.sizes, "matmul_reps": args.matmul_reps,
                             "threads": args.threads, "windows": args.windows,
                             "steps": args.steps, "profile_runs": args.profile_runs,
-                            "quick": args.quick},
+                            "profile_window": args.profile_window, "quick": args.quick},
                "peak": peak, "flops": flops, "latency_source": source,
-               "fractions": fractions(cells, flops, peak), "profiles": profiles}
+               "fractions": fractions(cells, flops, peak), "profiles": profiles,
+               "skipped_windows": skipped_windows}
     common.write_results(args.output_dir, NAME, payload, markdown(payload))
     return 0
 

@@ -3,8 +3,10 @@
 
 For each configuration (people x backend x threads) the node is started as its own process
 exactly as the launch file starts it (`d3p_ros.processes.node_command`: the refiner_node
-executable with config/refiner.yaml) plus the benchmark's parameters: the shipped T = 81
-model (h36m_sh2d_t81), steps 2, mode causal, the backend and num_threads asked for, input_rate
+executable with config/refiner.yaml) plus the benchmark's parameters: the detected-2D T = 81
+model (common.T81_MODEL, h36m_sh2d_t81_keep; not trained yet: the benchmark says so and
+writes nothing, --model DIR times another), steps 2, mode causal, the backend and num_threads
+asked for, input_rate
 and a shorter diagnostics period. This process publishes time-synchronised Skeleton2DArray +
 Skeleton3DArray at --rate Hz (GENERATED motion, never Human3.6M; one distinct, increasing stamp
 per frame; the wall time just before each frame's first publish is kept) and subscribes to
@@ -42,11 +44,11 @@ import threading
 import time
 from pathlib import Path
 
-import common  # noqa: F401 - also puts this checkout first on sys.path
+import common  # also puts this checkout first on sys.path
 
 NAME = "node_latency"
 BACKENDS = ("torch", "onnx")
-MODEL = "h36m_sh2d_t81_long"
+MODEL = common.T81_MODEL
 DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "d3p-ros-domain-ids"   # shared with tests/conftest.py
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -63,7 +65,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps K")
     parser.add_argument("--mode", choices=("causal", "lagged"), default="causal")
     parser.add_argument("--model", default=None,
-                        help=f"model directory (default: the shipped {MODEL})")
+                        help=f"model directory (default: {MODEL})")
     parser.add_argument("--drain", type=float, default=1.0,
                         help="seconds of input published after the measured interval")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
@@ -428,6 +430,10 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     from d3p_model.refiner import default_model_dir
     model_dir = args.model or str(default_model_dir().parent.parent / MODEL / "model")
+    if args.model is None and common.missing_model(81):
+        print(f"node_latency: skipped: {common.missing_model(81)}; nothing written (--model DIR "
+              "times another model)", file=sys.stderr)
+        return 0
     if not Path(model_dir, "model.json").is_file():
         print(f"node_latency: no model at {model_dir}", file=sys.stderr)
         return 2

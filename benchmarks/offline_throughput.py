@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Offline throughput: `d3p refine`-style refinement of every sequence of a predictions file.
 
-For each model (T = 81 and 27, the shipped h36m_sh2d refiners), K = 2, each stride
+For each model (T = 81: common.T81_MODEL, h36m_sh2d_t81_keep; T = 27: the shipped default,
+d3p_model.refiner.DEFAULT_MODEL; a model not trained yet is skipped, with the reason printed
+and in the results), K = 2, each stride
 (non-overlapping, stride = T, and overlapping, stride = T / 3: the docs' example refines the
 T = 27 model with stride 9) and each backend (torch, onnx) with 2 threads and batches of 256
 windows: total frames, windows, wall seconds, frames per second and times real time per camera
@@ -44,7 +46,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="predictions .npz to refine (default: the cached Human3.6M test "
                              "set, cache/predictions/sh2d/test.npz, made by `d3p predict`)")
     parser.add_argument("--windows", type=int, nargs="+", default=[81, 27],
-                        help="models by window T (27, 81: the shipped h36m_sh2d refiners)")
+                        help="models by window T (27: the shipped default, 81: "
+                             "h36m_sh2d_t81_keep)")
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps K")
     parser.add_argument("--overlap-divisor", type=int, default=3,
                         help="also run overlapping windows with stride T / this (0: only "
@@ -225,6 +228,8 @@ def markdown(payload: dict) -> str:
     for skipped in payload["skipped"]:
         lines += ["", f"Skipped: {skipped['backend']} on {skipped['device']}: "
                       f"{skipped['reason']}."]
+    for skipped in payload.get("skipped_windows", []):
+        lines += ["", f"Skipped: {skipped['reason']}."]
     return "\n".join(lines)
 
 
@@ -256,8 +261,10 @@ def main(argv=None) -> int:
     del loaded, selected
     machine = common.machine_description()
     runs, skipped = [], []
+    requested = list(args.windows)
+    args.windows, skipped_windows = common.available_windows(requested)
     with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
-        for backend in args.backends:
+        for backend in (args.backends if args.windows else []):
             reason = common.device_missing(args.device, backend)
             if reason:
                 print(f"skipping {backend} on {args.device}: {reason}", file=sys.stderr)
@@ -265,7 +272,7 @@ def main(argv=None) -> int:
                 continue
             runs += run_processes(args, backend, predictions, Path(scratch))
     payload = {"benchmark": NAME, "machine": machine,
-               "settings": {"predictions": str(predictions), "windows": args.windows,
+               "settings": {"predictions": str(predictions), "windows": requested,
                             "steps": args.steps, "overlap_divisor": args.overlap_divisor,
                             "backends": args.backends, "threads": args.threads,
                             "processes": args.processes, "batch_size": args.batch_size,
@@ -273,7 +280,7 @@ def main(argv=None) -> int:
                             "max_sequences": args.max_sequences,
                             "target_x_realtime": TARGET_X_REALTIME},
                "sequences": sequences, "sequences_in_file": total_sequences, "frames": frames,
-               "runs": runs, "skipped": skipped}
+               "runs": runs, "skipped": skipped, "skipped_windows": skipped_windows}
     common.write_results(args.output_dir, NAME, payload, markdown(payload))
     return 0
 

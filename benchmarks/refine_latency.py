@@ -8,8 +8,11 @@ thread settings cannot leak between groups. A cell calls the backend's public
 `refine_windows` (input checks and numpy conversion included, as the node calls it) after
 warm-up calls, repeated until --seconds-per-cell is spent (at least --min-reps times).
 
-T = 27 and 81 use the shipped refiners (h36m_sh2d_t27_long/t81_long); T = 243 uses no trained model and
-uses the T = 81 architecture with random weights (timing only). Inputs are generated windows.
+T = 27 uses the shipped default (d3p_model.refiner.DEFAULT_MODEL) and T = 81 the detected-2D
+T = 81 refiner (common.T81_MODEL, h36m_sh2d_t81_keep); a window whose model is not trained yet
+is skipped, with the reason printed and in the results. T = 243 has no trained model and uses
+the shipped default's architecture with random weights (timing only). Inputs are generated
+windows.
 
     .venv/bin/python benchmarks/refine_latency.py             # the full matrix, ~10 min
     .venv/bin/python benchmarks/refine_latency.py --quick     # smoke run, seconds
@@ -151,7 +154,7 @@ def markdown(payload: dict) -> str:
         lines += [
              "", "Latency of one `refine_windows` call on a batch of windows (one per person), "
              "median / p99 in ms. T = 243 uses random weights (timing only); T = 27/81 the "
-             f"shipped models. {min(reps)} to {max(reps)} repetitions per cell after warm-up "
+             f"trained models. {min(reps)} to {max(reps)} repetitions per cell after warm-up "
              f"(time-bounded: {payload['settings']['seconds_per_cell']} s per cell; with fewer "
              "than 100 repetitions p99 is close to the maximum)." + load_note(payload), "",
              table(lambda c: f"{c['median_ms']:.1f} / {c['p99_ms']:.1f}"), "",
@@ -160,6 +163,8 @@ def markdown(payload: dict) -> str:
     for skipped in payload["skipped"]:
         lines += ["", f"Skipped: {skipped['backend']} on {skipped['device']}: "
                       f"{skipped['reason']}."]
+    for skipped in payload.get("skipped_windows", []):
+        lines += ["", f"Skipped: {skipped['reason']}."]
     return "\n".join(lines)
 
 
@@ -170,9 +175,11 @@ def main(argv=None) -> int:
         return 0
     machine = common.machine_description()
     cells, skipped = [], []
+    requested = list(args.windows)
+    args.windows, skipped_windows = common.available_windows(requested)
     with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
         scratch = Path(scratch)
-        for device, backend, threads in groups(args):
+        for device, backend, threads in (groups(args) if args.windows else []):
             reason = common.device_missing(device, backend)
             if reason:
                 if not any(s["device"] == device and s["backend"] == backend for s in skipped):
@@ -184,14 +191,14 @@ def main(argv=None) -> int:
                                        threads, scratch / f"{device}_{backend}_{threads}.json")
             cells += result["cells"]
     payload = {"benchmark": NAME, "machine": machine,
-               "settings": {"windows": args.windows, "steps": args.steps,
+               "settings": {"windows": requested, "steps": args.steps,
                             "backends": args.backends, "threads": args.threads,
                             "batches": args.batches, "devices": args.devices,
                             "seconds_per_cell": args.seconds_per_cell, "warmup": args.warmup,
                             "min_reps": args.min_reps, "max_reps": args.max_reps,
                             "quick": args.quick,
                             "input": "generated windows (d3p_model.data.synthetic)"},
-               "cells": cells, "skipped": skipped}
+               "cells": cells, "skipped": skipped, "skipped_windows": skipped_windows}
     common.write_results(args.output_dir, NAME, payload, markdown(payload))
     return 0
 

@@ -97,6 +97,30 @@ def test_refine_latency_without_gpu_says_so_and_skips(tmp_path):
     assert "Skipped: torch on cuda" in markdown
 
 
+def test_trained_models_are_the_default_and_the_t81_model():
+    from d3p_model.refiner import DEFAULT_MODEL, default_model_dir
+    trained = common.trained_models()
+    window = json.loads((default_model_dir() / "model.json").read_text())["denoiser"]["window"]
+    assert trained[window] == (DEFAULT_MODEL, default_model_dir())
+    assert trained[81][0] == common.T81_MODEL == "h36m_sh2d_t81_keep"
+    assert common.missing_model(window) is None
+    assert common.missing_model(243) is None          # random weights: never missing
+
+
+def test_refine_latency_skips_a_window_whose_model_is_not_trained(tmp_path):
+    missing = common.missing_model(81)
+    if missing is None:
+        pytest.skip(f"{common.T81_MODEL} is trained: nothing to skip")
+    completed = run_script("refine_latency.py", "--windows", "81", "--steps", "1",
+                           "--threads", "1", "--batches", "1", "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert f"skipping {missing}" in completed.stderr
+    payload, markdown = check_written(tmp_path, "refine_latency", table=False)
+    assert payload["cells"] == [] and payload["settings"]["windows"] == [81]
+    assert payload["skipped_windows"] == [{"window": 81, "reason": missing}]
+    assert f"Skipped: {missing}." in markdown
+
+
 @pytest.fixture
 def small_predictions(tmp_path):
     from d3p_model.data.predictions import save_predictions
@@ -156,23 +180,33 @@ def test_offline_throughput_missing_file_says_how_to_make_it(tmp_path):
 
 
 def test_hardware_limit_quick(tmp_path):
-    # a latency result with one known cell: the fraction of peak must follow from it
-    latency = {"cells": [{"device": "cpu", "backend": "torch", "threads": 1, "window": 81,
+    # a latency result with one known cell: the fraction of peak must follow from it. The
+    # profiles run at T = 27 (the shipped default), which is always there; T = 81 is in the
+    # quick windows too, and skipped with its reason while its model is not trained.
+    latency = {"cells": [{"device": "cpu", "backend": "torch", "threads": 1, "window": 27,
                           "steps": 2, "batch": 10, "median_ms": 200.0,
                           "ms_per_window_per_person": 20.0}]}
     (tmp_path / "refine_latency.json").write_text(json.dumps(latency))
-    completed = run_script("hardware_limit.py", "--quick", "--output-dir", tmp_path)
+    completed = run_script("hardware_limit.py", "--quick", "--profile-window", 27,
+                           "--output-dir", tmp_path)
     assert completed.returncode == 0, completed.stderr
     payload, markdown = check_written(tmp_path, "hardware_limit")
     for threads in ("1", "2"):
         peak = payload["peak"][threads]
         assert peak["peak_gflops"] == max(peak["torch_gflops"], peak["onnxruntime_gflops"]) > 0
     flops = {(r["window"], r["steps"]): r["flops_per_refinement"] for r in payload["flops"]}
-    assert {(27, 1), (27, 2), (81, 1), (81, 2)} <= set(flops)
-    assert flops[(81, 2)] == pytest.approx(2 * flops[(81, 1)])
-    assert flops[(81, 2)] == pytest.approx(410e6, rel=0.05)    # `d3p flops` of the T=81 model
+    assert {(27, 1), (27, 2)} <= set(flops)
+    assert flops[(27, 2)] == pytest.approx(2 * flops[(27, 1)])
+    assert flops[(27, 2)] == pytest.approx(111.5e6, rel=0.05)   # `d3p flops` at T = 27, K = 2
+    missing = common.missing_model(81)
+    if missing:
+        assert f"skipping {missing}" in completed.stderr
+        assert (81, 2) not in flops and f"Skipped: {missing} (no FLOPs row)." in markdown
+        assert payload["skipped_windows"] == [{"window": 81, "reason": missing}]
+    else:
+        assert flops[(81, 2)] == pytest.approx(410e6, rel=0.05)  # `d3p flops` of the T=81 model
     (row,) = payload["fractions"]
-    ideal_ms = flops[(81, 2)] / (payload["peak"]["1"]["peak_gflops"] * 1e9) * 1e3
+    ideal_ms = flops[(27, 2)] / (payload["peak"]["1"]["peak_gflops"] * 1e9) * 1e3
     assert row["ideal_ms_per_window"] == pytest.approx(ideal_ms)
     assert row["fraction_of_peak"] == pytest.approx(ideal_ms / 20.0)
     assert payload["latency_source"] == str(tmp_path / "refine_latency.json")
