@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # runnable as a plain script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
 
 HEADER = """# Trained refiners (what ships)
 
@@ -22,19 +25,32 @@ Each directory is one training run of `d3p train` (`d3p_model/train/loop.py`): `
 command line, git commit, torch version, times), `loss.png`, and `model/`, the model
 directory `D3PRefiner.load` reads. `checkpoint.pt` is not committed. All of them are
 trained by `scripts/train_refiners.sh` (resumable, two runs at a time, one CPU thread each),
-from the lifter's prediction files (`d3p predict`), in two phases: the 1-epoch models,
-T = 243 and the ablations first, then the `_long` models, which continue the 1-epoch models
-(`init_from`). The default model of the node and of `d3p refine` is
-`h36m_sh2d_t27_long` (`d3p_model.refiner.DEFAULT_MODEL`). It and `h36m_sh2d_t81_long` carry
-`refiner_k2.onnx`, made by `d3p export --model DIR --steps 2`.
+from the lifter's prediction files (`d3p predict`), in three phases: from scratch the
+`_blind` models (`_blind_real`: the lifter's real errors instead of the CND) and
+`h36m_sh2d_t81_keep`; then the `_keep` models, which continue a `_blind` model
+(`init_from`); then the 4-epoch ablations of `h36m_sh2d_t27_blind`. The default model of the
+node and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
+{onnx}
 
 Validation MPJPE is measured on the 10% of training takes that each run holds out (never
-the test subjects). Steps are the optimizer steps of the run itself (`_long`: on top of its
-1-epoch model's). Minutes are wall-clock on one thread, with other jobs on the second core.
+the test subjects). Steps are the optimizer steps of the run itself (a run with `init_from`:
+on top of its source's). Minutes are wall-clock on one thread, with other jobs on the second
+core. A run whose validation input is far above the others' (119-133 mm against 40-60 mm)
+was trained on the old base lifter and is stale.
 
 | model | command | steps | minutes | validation MPJPE (mm) |
 | --- | --- | ---: | ---: | --- |
 """
+
+
+def header(models: Path) -> str:
+    from d3p_model.refiner import DEFAULT_MODEL
+    exported = sorted(path.parent.parent.name
+                      for path in models.glob("*/model/refiner_k*.onnx"))
+    onnx = ("Carrying `refiner_k2.onnx` (made by `d3p export --model DIR --steps 2`): "
+            + ", ".join(f"`{name}`" for name in dict.fromkeys(exported)) + "."
+            if exported else "No model carries an exported ONNX graph (`d3p export`).")
+    return HEADER.format(default=DEFAULT_MODEL, onnx=onnx)
 
 
 def rows(models: Path) -> list[str]:
@@ -55,8 +71,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "d3p_model/models/refiner")
     args = parser.parse_args(argv)
-    text = HEADER + "\n".join(rows(args.models)) + \
-        "\n\nTest-set numbers: [docs/results/refiner.md](../../../docs/results/refiner.md).\n"
+    results = REPO_ROOT / "docs/results/refiner.md"
+    pending = "" if results.is_file() else \
+        " (pending: written by `scripts/results_refiner.sh`, not run since the retraining)"
+    text = header(args.models) + "\n".join(rows(args.models)) + \
+        "\n\nTest-set numbers: [docs/results/refiner.md](../../../docs/results/refiner.md)" \
+        + pending + ".\n"
     (args.models / "README.md").write_text(text)
     print(f"wrote {args.models / 'README.md'}")
     return 0

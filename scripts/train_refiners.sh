@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
-#   phase 1: the 1-epoch models of both 2D settings at T = 27 and 81 (~10-13 min each beside
-#            a second run), the T = 243 models (~30 min each, from scratch) and the
-#            T = 27 ablations of both settings (same budget: the ablation table compares
-#            like with like);
-#   phase 2: the shipped models, h36m_<setting>_t<T>_long, which continue the phase-1
-#            models for 20 more epochs (init_from; ~34 min each beside a second run).
-# Needs the lifter's prediction files: `d3p predict` first.
+# The default list, in three phases (a phase starts when the one before it is done):
+#   phase 1, from scratch (10 epochs each): h36m_gt2d_t27_blind (CND), h36m_gt2d_t27_blind_real
+#            (the lifter's real errors), h36m_sh2d_t27_blind and h36m_sh2d_t81_keep
+#            (the _keep recipe at T = 81);
+#   phase 2, the _keep models, which continue a phase-1 model (init_from) for 6 epochs:
+#            h36m_sh2d_t27_keep (from h36m_sh2d_t27_blind), h36m_gt2d_t27_keep (from
+#            h36m_gt2d_t27_blind_real);
+#   phase 3, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
+#            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
+# Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +26,7 @@ train_one() {
 export -f train_one; export PY
 run_phase() { printf '%s\n' "$@" | xargs -P 2 -I{} bash -c 'train_one {}'; }
 if [ $# -gt 0 ]; then run_phase "$@"; exit; fi
-run_phase h36m_sh2d_t27 h36m_gt2d_t27 h36m_sh2d_t81 h36m_gt2d_t81 \
-  h36m_sh2d_t243 h36m_gt2d_t243 h36m_sh2d_t27_nocnd h36m_sh2d_t27_nodiff h36m_sh2d_t27_depth6 h36m_sh2d_t27_depth8 \
-  h36m_gt2d_t27_nocnd h36m_gt2d_t27_nodiff h36m_gt2d_t27_depth6 h36m_gt2d_t27_depth8
-run_phase h36m_sh2d_t27_long h36m_sh2d_t81_long h36m_gt2d_t27_long h36m_gt2d_t81_long
+run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind h36m_sh2d_t81_keep
+run_phase h36m_sh2d_t27_keep h36m_gt2d_t27_keep
+run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
+  h36m_sh2d_t27_blind_depth8

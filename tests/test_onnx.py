@@ -215,11 +215,11 @@ def test_export_and_refine_cli(small_model, tmp_path, capsys):
 
 def test_shipped_exports_are_current():
     """The committed refiner_k2.onnx files were exported from the committed weights; the
-    default model and the T = 81 detected-2D model carry one."""
+    default model carries one."""
     from d3p_model.refiner import DEFAULT_MODEL
     shipped = sorted(default_model_dir().parent.parent.glob("*/model/refiner_k*.onnx"))
     names = {path.parent.parent.name for path in shipped}
-    assert {DEFAULT_MODEL, "h36m_sh2d_t81_long"} <= names, names
+    assert DEFAULT_MODEL in names, names
     for name in names:
         model = default_model_dir().parent.parent / name / "model"
         warnings = []

@@ -210,6 +210,11 @@ def test_config_validation(tmp_path):
             assert train.endswith("train_heldout.npz") and config["window"] == \
                 int(path.stem.split("_t")[1].split("_")[0])
         if config["init_from"]:   # continues a committed model of the same architecture
+            if not (REPO / config["init_from"]).is_dir():
+                # only a run that is itself committed may outlive its (removed) source
+                assert (REPO / "d3p_model/models/refiner" / path.stem / "model").is_dir(), \
+                    f"{path.name}: init_from {config['init_from']} is not committed"
+                continue
             source = json.loads((REPO / config["init_from"] / "model.json").read_text())
             assert source["denoiser"]["window"] == config["window"]
             # a model saved before a model setting existed has that setting's default
