@@ -11,8 +11,9 @@ subjects, never S9/S11) from its own training file, and measures
   - do no harm on the ground truth of those sequences (clean, i.i.d. 10/20 mm, offset).
 A candidate qualifies when it improves every noisy do-no-harm case and the lifter's output;
 the default is the qualified candidate with the lowest refined validation MPJPE, at its best
-stride. --apply writes that stride into the chosen model's model.json. Setting DEFAULT_MODEL
-in d3p_model/refiner.py is left to the person who reads the table.
+stride. --apply writes each candidate's best validation stride into its model.json (an
+inference setting). Setting DEFAULT_MODEL in d3p_model/refiner.py is left to the person who
+reads the table.
 Writes docs/results/<--name, default default_choice>.{md,json}.
 """
 
@@ -86,18 +87,33 @@ def main(argv=None) -> int:
     parser.add_argument("--sequence-stride", type=int, default=2, metavar="K",
                         help="every K-th validation sequence (default 2)")
     parser.add_argument("--apply", action="store_true",
-                        help="write the chosen stride into the chosen model's model.json")
+                        help="write each candidate's best stride into its model.json")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--name", default="default_choice", help="output file stem")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="rebuild the page from an earlier run's JSON (no refinement)")
     args = parser.parse_args(argv)
     command = shlex.join(["scripts/choose_default.py",
                           *(argv if argv is not None else sys.argv[1:])])
-    rows = [assess(name, args.strides, args.sequence_stride) for name in args.models]
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        rows, command = saved["rows"], saved["command"]
+        for r in rows:   # JSON keys are strings
+            r["refined_mm_by_stride"] = {int(k): v for k, v in r["refined_mm_by_stride"].items()}
+    else:
+        rows = [assess(name, args.strides, args.sequence_stride) for name in args.models]
     qualified = [r for r in rows if r["qualifies"]]
     chosen = min(qualified, key=lambda r: r["refined_mm_by_stride"][r["best_stride"]]) \
         if qualified else None
+    # none qualifies: the least harmful (fewest failed cases, then the lowest validation
+    # error) is what stays shipped, and the page says it fails
+    fallback = None if chosen else min(rows, key=lambda r: (
+        len(r["harmed"]), r["refined_mm_by_stride"][r["best_stride"]]))
     document = {"command": command, "rows": rows,
-                "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"]}}
+                "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"]},
+                "least_harmful": fallback and {"name": fallback["name"],
+                                               "stride": fallback["best_stride"],
+                                               "harmed": fallback["harmed"]}}
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{args.name}.json").write_text(json.dumps(document, indent=1) + "\n")
     strides = sorted({s for r in rows for s in r["refined_mm_by_stride"]}, reverse=True)
@@ -123,16 +139,26 @@ def main(argv=None) -> int:
                      + " | ".join(harm) + f" | {verdict} |")
     lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']} "
                    "(do-no-harm measured at that stride)." if chosen else
-                   "No candidate qualifies: none is shipped as an improvement.")]
+                   "No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
+                   f"then the lowest validation error) is **{fallback['name']}** at stride "
+                   f"{fallback['best_stride']}; it still fails "
+                   f"{', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    if chosen and args.apply:
-        spec_path = MODELS / chosen["name"] / "model" / "model.json"
-        spec = json.loads(spec_path.read_text())
-        spec["stride"] = int(chosen["best_stride"])
-        spec_path.write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
-        print(f"wrote stride {chosen['best_stride']} into {spec_path}")
+    if args.apply:
+        for r in rows:
+            apply_stride(r["name"], r["best_stride"])
     return 0
+
+
+def apply_stride(name: str, stride: int) -> None:
+    """Write a model's best validation stride into its model.json (an inference setting: the
+    weights and their ONNX export do not change)."""
+    spec_path = MODELS / name / "model" / "model.json"
+    spec = json.loads(spec_path.read_text())
+    spec["stride"] = int(stride)
+    spec_path.write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
+    print(f"wrote stride {stride} into {spec_path}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,15 @@ def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkey
     assert choose_default.main(["identity", "--strides", "5", "--sequence-stride", "1",
                                 "--docs", str(tmp_path), "--apply"]) == 0
     assert "No candidate qualifies" in (tmp_path / "default_choice.md").read_text()
-    assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] is None
+    document = json.loads((tmp_path / "default_choice.json").read_text())
+    assert document["chosen"] is None
+    assert document["least_harmful"]["name"] == "identity"
+    # the page can be rebuilt from the JSON without refining again
+    page = (tmp_path / "default_choice.md").read_text()
+    (tmp_path / "default_choice.md").unlink()
+    choose_default.main(["identity", "--docs", str(tmp_path),
+                         "--from-json", str(tmp_path / "default_choice.json")])
+    assert (tmp_path / "default_choice.md").read_text() == page
 
 
 def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp_path,
@@ -82,6 +90,8 @@ def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp
     assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] == \
         {"name": "cand", "stride": 2}
     assert json.loads((models / "cand" / "model" / "model.json").read_text())["stride"] == 2
+    # every candidate gets its own best validation stride, chosen or not
+    assert json.loads((models / "cand_depth6" / "model" / "model.json").read_text())["stride"] == 5
     from d3p_model.refiner import D3PRefiner
     assert D3PRefiner.load(models / "cand" / "model").stride == 2
 
