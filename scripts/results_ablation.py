@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from d3p_model.denoiser.flops import count_flops  # noqa: E402
 from d3p_model.denoiser.model import DenoiserConfig  # noqa: E402
+from d3p_model.train.config import ConfigError, load_config  # noqa: E402
 
 MODELS = REPO_ROOT / "d3p_model" / "models" / "refiner"
 ABLATIONS = {"": "the recipe (CND with temporal residual, diffusion, depth 4)",
@@ -86,6 +87,18 @@ def main(argv=None) -> int:
         lines.append(f"| {r['name']} | {r['what']} | {r['val_mpjpe_in_mm']:.2f} | "
                      f"{r['val_mpjpe_out_mm']:.2f} | {change:+.2f}% | {r['parameters']:,} | "
                      f"{r['mflops_per_window']:.1f} |")
+    for name in missing:   # untrained: the architecture's cost from its config, if any
+        try:
+            config = load_config(name)
+        except ConfigError:
+            continue
+        model = DenoiserConfig(window=config["window"], timesteps=config["timesteps"],
+                               **config["model"])
+        flops = count_flops(model, config["steps"] if config["diffusion"] else 1)
+        what = next((w for suffix, w in ABLATIONS.items() if suffix and name.endswith(suffix)),
+                    "")
+        lines.append(f"| {name} | {what} | not trained | | | {flops['parameters']:,} | "
+                     f"{flops['flops_per_refinement'] / 1e6:.1f} |")
     if missing:
         lines += ["", f"Not trained (yet): {', '.join(missing)}."]
     (args.docs / f"ablation_{args.base}.md").write_text("\n".join(lines) + "\n")
