@@ -29,7 +29,9 @@ DEFAULT_OUTPUT_DIR = REPO / "benchmarks" / "results"
 # lifter, issue 13). A window whose model is not trained yet is skipped, with the reason
 # printed (missing_model). Any other window gets the shipped default's architecture and CND
 # with random weights.
-T81_MODEL = "h36m_sh2d_t81_keep"
+# D3P_BENCH_T81_MODEL names another model directory under d3p_model/models/refiner/ (the
+# tests point it at one that does not exist to check the skip path)
+T81_MODEL = os.environ.get("D3P_BENCH_T81_MODEL", "h36m_sh2d_t81_keep")
 RANDOM_WEIGHTS = "random weights (timing only)"
 H36M_FPS = 50.0
 
