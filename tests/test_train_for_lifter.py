@@ -74,3 +74,19 @@ def test_refuses_a_file_without_ground_truth_or_with_test_subjects(tmp_path, cap
     assert cli.main(["train-for-lifter", str(bad), "--out", str(tmp_path / "o"),
                      "--recipe", str(recipe), "--from-scratch"]) == 2
     assert "S9" in capsys.readouterr().err
+
+
+def test_default_starts_from_the_shipped_model_and_keeps_its_stride(own_lifter, tmp_path):
+    """No --recipe, no --from-scratch: the shipped model's recipe and weights, and its
+    validated inference stride (about 10 s on generated data)."""
+    from d3p_model.refiner import default_model_dir
+    path, _ = own_lifter
+    out = tmp_path / "fine_tuned"
+    cli.main(["train-for-lifter", str(path), "--out", str(out), "--epochs", "1",
+              "--no-export", "--no-progress"])
+    refiner = D3PRefiner.load(out / "model")
+    shipped = D3PRefiner.load(default_model_dir())
+    assert refiner.info["config"]["init_from"] == str(default_model_dir())
+    assert refiner.denoiser.config == shipped.denoiser.config
+    assert refiner.stride == shipped.stride
+    assert json.loads((out / "report.json").read_text())["stages"]["train+calibrate"]["epochs"] == 1

@@ -149,6 +149,14 @@ def main(args) -> int:
     from ..refiner import D3PRefiner
     t0 = time.time()
     refiner = D3PRefiner.load(model_dir)
+    if config["init_from"]:
+        # the inference stride validated for the model it started from (model.json)
+        from ..model_files import read_model_spec
+        source = read_model_spec(Path(config["init_from"]))
+        stride = int(source.get("stride", refiner.window))
+        if stride != refiner.stride and 1 <= stride <= refiner.window:
+            refiner.stride = stride
+            refiner.save(model_dir)
     check_keys = val_keys or train_keys
     harm = evaluate_do_no_harm(refiner.refine_sequence, (
         (k, predictions.sequences[k].keypoints_normalised(),
