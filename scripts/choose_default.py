@@ -25,14 +25,14 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from d3p_model.data.predictions import load_predictions  # noqa: E402
-from d3p_model.evaluate.do_no_harm import evaluate_do_no_harm, harm_failures  # noqa: E402
+from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  # noqa: E402
+                                           mean_joint_error_mm as mpjpe_mm)
 from d3p_model.refiner import D3PRefiner  # noqa: E402
 from d3p_model.skeleton import ROOT  # noqa: E402
 from d3p_model.train.config import resolve_data_path  # noqa: E402
@@ -52,10 +52,6 @@ def validation_sequences(refiner: D3PRefiner, every: int):
         seq = predictions.sequences[key]
         yield (key, seq.keypoints_normalised(), seq.pose_3d - seq.pose_3d[:, ROOT:ROOT + 1],
                seq.ground_truth_3d - seq.ground_truth_3d[:, ROOT:ROOT + 1])
-
-
-def mpjpe_mm(pose, truth) -> float:
-    return 1000 * float(np.linalg.norm(pose - truth, axis=-1).mean())
 
 
 def assess(name: str, strides, every: int) -> dict:

@@ -89,7 +89,6 @@ def build_recipe(args, file_error_mm: float) -> tuple[dict, dict]:
 
 
 def main(args) -> int:
-    from ..data.predictions import load_predictions
     from .config import ConfigError, load_config
     started = time.time()
     stages = {}
@@ -103,30 +102,20 @@ def main(args) -> int:
         print(f"[d3p train-for-lifter] {name}: {text} ({stages[name]['seconds']:.0f} s)",
               flush=True)
 
-    # 1. the file and the CND
+    # 1. the file (read once here; training reads it again for its windows)
     t0 = time.time()
+    from .dataset import load_training_predictions
     try:
-        predictions = load_predictions(args.predictions)
+        predictions = load_training_predictions({"train": args.predictions,
+                                                 "allow_test_subjects": False})
         error_mm = file_mpjpe_mm(predictions)
         recipe, changes = build_recipe(args, error_mm)
         config = load_config(recipe)
-        from .dataset import load_training_predictions, split_validation
-        predictions = load_training_predictions(config["data"])
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"d3p train-for-lifter: error: {err}", file=sys.stderr)
         return 2
-    from ..cnd.gaussian import ConditionalNoiseModel
-    train_keys, val_keys = split_validation(predictions.sequences,
-                                            config["data"]["validation_fraction"], config["seed"])
-
-    def frames(keys):
-        for key in keys:
-            seq = predictions.sequences[key]
-            yield (seq.keypoints_normalised(), seq.pose_3d - seq.pose_3d[:, ROOT:ROOT + 1],
-                   seq.ground_truth_3d - seq.ground_truth_3d[:, ROOT:ROOT + 1])
-    cnd = ConditionalNoiseModel.fit_sequences(frames(train_keys), ridge=config["cnd_ridge"])
-    stage("cnd", t0, sequences=len(predictions), frames=int(cnd.num_frames),
-          file_mpjpe_mm=error_mm, explained_by_2d=float(cnd.explained_fraction()))
+    # the CND is fitted by the training itself (on its split); its figures join this stage
+    stage("cnd", t0, sequences=len(predictions), file_mpjpe_mm=error_mm)
 
     # 2 + 3. training (calibration is its last step, on the validation sequences)
     from .loop import train_from_config
@@ -138,26 +127,19 @@ def main(args) -> int:
     except (ConfigError, FileExistsError, FileNotFoundError) as err:
         print(f"d3p train-for-lifter: error: {err}", file=sys.stderr)
         return 2
-    log = json.loads((args.out / "log.json").read_text())
-    calibration = log["calibration"]
+    from ..refiner import D3PRefiner
+    refiner = D3PRefiner.load(model_dir)
+    stages["cnd"].update(frames=int(refiner.info["cnd"]["frames"]),
+                         explained_by_2d=float(refiner.info["cnd"]["explained_fraction"]))
+    calibration = refiner.info["calibration"]
     stage("train+calibrate", t0, epochs=config["optim"]["epochs"],
           validation_mpjpe_in_mm=calibration["mpjpe_in_mm"],
           validation_mpjpe_out_mm=calibration["mpjpe_out_mm"])
 
     # 4. do no harm on the validation sequences
     from ..evaluate.do_no_harm import evaluate_do_no_harm, harm_failures
-    from ..refiner import D3PRefiner
     t0 = time.time()
-    refiner = D3PRefiner.load(model_dir)
-    if config["init_from"]:
-        # the inference stride validated for the model it started from (model.json)
-        from ..model_files import read_model_spec
-        source = read_model_spec(Path(config["init_from"]))
-        stride = int(source.get("stride", refiner.window))
-        if stride != refiner.stride and 1 <= stride <= refiner.window:
-            refiner.stride = stride
-            refiner.save(model_dir)
-    check_keys = val_keys or train_keys
+    check_keys = refiner.info["training"]["validation_keys"] or sorted(predictions.sequences)
     harm = evaluate_do_no_harm(refiner.refine_sequence, (
         (k, predictions.sequences[k].keypoints_normalised(),
          predictions.sequences[k].ground_truth_3d) for k in check_keys))

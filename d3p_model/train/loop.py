@@ -167,6 +167,15 @@ def _init_weights(model: PoseDenoiser, model_dir) -> None:
     model.load_state_dict(source.denoiser.state_dict())
 
 
+def _source_stride(model_dir) -> int | None:
+    """A continued training keeps the inference stride (model.json) of the model it starts
+    from: the setting was validated for that model; None (no overlap) from scratch."""
+    if not model_dir:
+        return None
+    from ..model_files import read_model_spec
+    return read_model_spec(resolve_data_path(model_dir)).get("stride")
+
+
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -295,7 +304,7 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
         _init_weights(model, config["init_from"])
     refiner = D3PRefiner(model, cnd, steps=config["steps"], diffusion=config["diffusion"],
                          timesteps=config["timesteps"], offset=config["schedule_offset"],
-                         device=device)
+                         device=device, stride=_source_stride(config["init_from"]))
     alpha_bar = refiner.alpha_bar
     if world > 1:
         trained = DistributedDataParallel(
