@@ -61,6 +61,7 @@ class RefinerBackend:
     precision: str          # "fp32" or "fp16"
     window: int             # T frames per window
     steps: int              # DDIM steps used
+    stride: int             # frames between windows the model was validated with (model.json)
     joint_uncertainty: np.ndarray | None    # (17,) metres, None when the model has none
     model_dir: Path
 
@@ -99,6 +100,7 @@ class TorchBackend(RefinerBackend):
         if steps < 0:
             raise ValueError(f"steps must be >= 0 (0 = the model's default), got {steps}")
         self.steps = int(steps) if steps > 0 else int(self._refiner.steps)
+        self.stride = int(self._refiner.stride)
         uncertainty = np.asarray(self._refiner.joint_uncertainty, dtype=np.float32)
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)
@@ -134,6 +136,7 @@ class OnnxBackend(RefinerBackend):
         self.precision = self._refiner.precision
         self.window = self._refiner.window
         self.steps = self._refiner.steps
+        self.stride = int(self._refiner.stride)
         uncertainty = self._refiner.joint_uncertainty
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)

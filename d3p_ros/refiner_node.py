@@ -84,6 +84,7 @@ PARAMETERS = {
     "sync_slop": (0.01, _DBL, "max stamp difference (s) of a 2D/3D pair", (1e-6, 10.0)),
     "mode": ("causal", _STR, "causal: refine each frame on arrival; lagged: once lag_frames later frames exist", None),
     "lag_frames": (0, _INT, "frames of look-ahead in lagged mode (< model window); 0 = window // 2", (0, 10000)),
+    "stride": (0, _INT, "lagged mode: frames between one person's refined windows, overlaps blended; 0 = the model's stride", (0, 10000)),
     "track_timeout": (1.0, _DBL, "forget a person not seen for this long (s, stamp time)", (1e-3, 3600.0)),
     "max_gap": (0.5, _DBL, "a larger stamp gap restarts that person's window (s)", (1e-3, 3600.0)),
     "backward_jump": (0.2, _DBL, "a stamp this much earlier restarts the window (bag loop); less is dropped as out of order (s)", (1e-3, 3600.0)),
@@ -132,6 +133,12 @@ def parameter_errors(values: dict) -> list[str]:
 def lag_error(mode: str, lag_frames: int, window: int) -> str | None:
     if mode == "lagged" and lag_frames >= window:
         return f"lag_frames ({lag_frames}) must be smaller than the model's window ({window})"
+    return None
+
+
+def stride_error(stride: int, window: int) -> str | None:
+    if not 1 <= stride <= window:
+        return f"stride ({stride}) must be between 1 and the model's window ({window})"
     return None
 
 
@@ -201,12 +208,13 @@ class RefinerNode(LifecycleNode):
             self._load_model()
             window = self.backend.window
             lag = (p["lag_frames"] or window // 2) if p["mode"] == "lagged" else 0
-            error = lag_error(p["mode"], lag, window)
+            stride = (p["stride"] or self.backend.stride) if p["mode"] == "lagged" else 1
+            error = lag_error(p["mode"], lag, window) or stride_error(stride, window)
             if error:
                 raise ValueError(error)
-            self.lag = lag
+            self.lag, self.stride = lag, stride
             self.windows = WindowManager(window, lag, p["track_timeout"], p["max_gap"],
-                                         p["backward_jump"], p["max_tracks"])
+                                         p["backward_jump"], p["max_tracks"], stride)
         except Exception as err:  # noqa: BLE001 - any failure here must fail the transition
             self.get_logger().error(f"configure failed: {err}")
             self._release_model()
@@ -226,7 +234,8 @@ class RefinerNode(LifecycleNode):
         b = self.backend
         self.get_logger().info(
             f"configured: model {b.model_dir} (window {b.window}, {b.steps} steps), backend {b.name} "
-            f"on {b.device} {b.precision}, mode {p['mode']} (lag {self.lag} frames), "
+            f"on {b.device} {b.precision}, mode {p['mode']} (lag {self.lag} frames, stride "
+            f"{self.stride}), "
             f"synchroniser {self.sync.backend}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -537,21 +546,25 @@ class RefinerNode(LifecycleNode):
         for window, poses_out in zip(ready, refined):
             if isinstance(poses_out, Exception):
                 # only this person: the batch was retried window by window
-                self.stats.count("dropped_inference_error")
+                self.stats.count("dropped_inference_error", len(window.publish))
                 self._error("dropped_inference_error",
                             f"track {window.track_id}: inference failed, skeleton dropped: {poses_out}")
                 continue
-            header, pose, kp, received = window.frame.payload
-            out = poses_out[window.output_index]
-            if not np.all(np.isfinite(out)):
-                self.stats.count("dropped_non_finite_output")
+            if not np.all(np.isfinite(poses_out)):
+                # never blended: a NaN would spread to every frame this window overlaps
+                self.stats.count("dropped_non_finite_output", len(window.publish))
                 self._warn("dropped_non_finite_output",
                            f"track {window.track_id}: model output not finite, dropped")
                 continue
-            _, people, _ = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id),
-                                             (header, [], received))
-            people.append((window.track_id, out + pose.root, pose.root_relative,
-                           np.minimum(kp.confidence, pose.confidence), kp.pixels))
+            published, uncovered = self.windows.complete(window, poses_out)
+            if uncovered:
+                self.stats.count("skipped_behind", uncovered)
+            for frame, out in published:
+                header, pose, kp, received = frame.payload
+                _, people, _ = groups.setdefault((stamp_to_ns(header.stamp), header.frame_id),
+                                                 (header, [], received))
+                people.append((window.track_id, out + pose.root, pose.root_relative,
+                               np.minimum(kp.confidence, pose.confidence), kp.pixels))
         for key in sorted(groups):
             header, people, received = groups[key]
             self._publish(header, people)
@@ -612,6 +625,7 @@ class RefinerNode(LifecycleNode):
             "steps": b.steps if b is not None else 0,
             "mode": p["mode"],
             "lag_frames": self.lag,
+            "stride": self.stride,
             "tracks": tracks,
             "window_fill": fill,
             "synchronizer": self.sync.backend if self.sync else "",

@@ -12,14 +12,25 @@ too, but one frame with a wild stamp does not make everyone else look stale. At 
 `max_tracks` tracks: a new person replaces the least recently seen track, unless every
 track was seen in the current frame (then the new person is refused).
 
-Modes: `lag = 0` is causal (the newest frame is refined as soon as it arrives, the window
-padded at its start by repeating the first frame); `lag = L > 0` refines frame t once L
-later frames exist (the output is L frames late but the model sees both sides of it).
+Modes (`lag`, `stride`):
+- causal, `lag = 0` (stride 1): every new frame is refined as soon as it arrives, in the window
+  that ends at it (padded at its start by repeating the first frame); its last frame is
+  published.
+- lagged, `lag = L > 0`, `stride = s`: a window is refined every s frames of a track, and
+  each frame is published once, as the mean of all the windows that covered it by then
+  (overlapping windows blended, as `d3p refine` does offline). A window ending at frame e
+  publishes frames e - L - s + 1 .. e - L, so every frame waits L to L + s - 1 frames; with
+  L = T - 1 and the model's stride the output equals offline refinement away from the
+  sequence ends. The windows of different people are staggered over the s phases, so each
+  frame refines about (people / s) windows instead of all people every s-th frame.
 
-Keeping up: every accepted frame that makes an output frame ready is counted as pending on
-its track. `take_ready()` hands out only each track's newest ready window and reports how
-many older pending output frames it superseded ("skipped behind"), so a consumer slower than
-the input works on the present instead of a backlog, and says what it left out.
+Keeping up: `take_ready()` hands out only each track's newest due window. The frames that
+older due windows would have published, if the newest window does not cover them, are
+counted as skipped ("skipped behind"), as are frames of tracks forgotten or restarted before
+a window published them, so a consumer slower than the input works on the present instead
+of a backlog, and says what it left out. `complete(window, refined)` blends a refined window
+into its frames and returns the frames it publishes; call it in the order the windows were
+taken (one worker).
 """
 
 from __future__ import annotations
@@ -55,13 +66,22 @@ class WindowFrame:
     keypoints_2d: np.ndarray    # (17, 2) normalised screen coordinates, all finite
     pose_3d: np.ndarray         # (17, 3) root-relative metres
     payload: object = None      # whatever the caller needs to publish this frame (root, header...)
+    seq: int = 0                # index of this frame in its track since the track (re)started
+    # the blend of the refined windows that covered this frame so far (worker side only)
+    refined_sum: np.ndarray | None = None
+    refined_count: int = 0
+    published: bool = False
 
 
 @dataclass
 class Track:
     frames: deque = field(default_factory=deque)
     filled_joints: int = 0      # 2D joints filled from history since the track started
-    pending: int = 0            # output frames made ready since the last take_ready()
+    phase: int = 0              # lagged: windows end at frames L + phase + k * stride
+    next_seq: int = 0           # frames accepted since the track (re)started
+    published: int = 0          # frames before this seq are handed out or counted as skipped
+    due: int = 0                # windows due since the last take_ready()
+    last_due: int = -1          # seq of the newest frame a window is due at
 
 
 @dataclass
@@ -69,17 +89,33 @@ class ReadyWindow:
     track_id: int
     keypoints_2d: np.ndarray    # (T, 17, 2)
     pose_3d: np.ndarray         # (T, 17, 3)
-    output_index: int           # which of the T refined frames to publish
-    frame: WindowFrame          # the frame that output belongs to
+    frames: list                # the WindowFrames in the window, oldest first (no padding)
+    pad: int                    # window positions before frames[0] (the first frame repeated)
+    publish: list               # the WindowFrames this window publishes, oldest first
+
+    @property
+    def frame(self) -> WindowFrame:
+        """The newest frame it publishes."""
+        return self.publish[-1]
+
+    @property
+    def output_index(self) -> int:
+        """Where that frame sits in the window."""
+        return self.pad + self.frames.index(self.frame)
 
 
 class WindowManager:
     def __init__(self, window: int, lag: int = 0, track_timeout: float = 1.0,
-                 max_gap: float = 0.5, backward_jump: float = 0.2, max_tracks: int = 32):
+                 max_gap: float = 0.5, backward_jump: float = 0.2, max_tracks: int = 32,
+                 stride: int = 1):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         if not 0 <= lag < window:
             raise ValueError(f"lag must be in [0, window - 1] = [0, {window - 1}], got {lag}")
+        if not 1 <= stride <= window:
+            raise ValueError(f"stride must be in [1, window] = [1, {window}], got {stride}")
+        if lag == 0 and stride != 1:
+            raise ValueError("causal mode (lag 0) refines every frame: stride must be 1")
         if max_tracks < 1:
             raise ValueError(f"max_tracks must be >= 1, got {max_tracks}")
         for name, value in (("track_timeout", track_timeout), ("max_gap", max_gap),
@@ -88,6 +124,10 @@ class WindowManager:
                 raise ValueError(f"{name} must be > 0 seconds, got {value}")
         self.window = int(window)
         self.lag = int(lag)
+        self.stride = int(stride)
+        # frames a track keeps: the newest due window (up to stride - 1 frames before the
+        # newest), and the frames it publishes (lag + stride - 1 back from its end)
+        self.history = max(self.window, self.lag + self.stride) + self.stride - 1
         self.timeout_ns = int(track_timeout * 1e9)
         self.max_gap_ns = int(max_gap * 1e9)
         self.backward_jump_ns = int(backward_jump * 1e9)
@@ -112,7 +152,8 @@ class WindowManager:
                     return Push.TRACK_LIMIT     # all max_tracks are in this very frame
                 self._forget(oldest_id)
                 status = Push.NEW_TRACK_EVICTED
-            track = self.tracks[track_id] = Track(deque(maxlen=self.window))
+            track = self.tracks[track_id] = Track(deque(maxlen=self.history),
+                                                  phase=self._free_phase())
         elif track.frames:
             last = track.frames[-1].stamp_ns
             if stamp_ns == last:
@@ -120,19 +161,43 @@ class WindowManager:
             if stamp_ns < last:
                 if last - stamp_ns < self.backward_jump_ns:
                     return Push.OUT_OF_ORDER
-                track.frames.clear()
+                self._restart(track)
                 status = Push.RESET_BACKWARD_JUMP
             elif stamp_ns - last > self.max_gap_ns:
-                track.frames.clear()
+                self._restart(track)
                 status = Push.RESET_GAP
         keypoints = self._fill_missing(track, np.asarray(keypoints_2d, dtype=np.float32),
                                        np.asarray(visible, dtype=bool))
+        seq = track.next_seq
+        track.next_seq += 1
         track.frames.append(WindowFrame(int(stamp_ns), keypoints,
-                                        np.asarray(pose_3d, dtype=np.float32), payload))
-        if len(track.frames) > self.lag:
-            track.pending += 1
+                                        np.asarray(pose_3d, dtype=np.float32), payload, seq))
+        if self._is_due(seq, track.phase):
+            track.due += 1
+            track.last_due = seq
         self.tracks.move_to_end(track_id)
         return status
+
+    def _is_due(self, seq: int, phase: int) -> bool:
+        """Windows end at frames lag + phase + k * stride. When the first of them would
+        start after the track's first frame (lag + phase >= window), one more window,
+        ending at frame window - 1, covers the frames before it."""
+        if seq >= self.lag and (seq - self.lag) % self.stride == phase:
+            return True
+        return seq == self.window - 1 and self.lag + phase >= self.window
+
+    def _free_phase(self) -> int:
+        """The phase fewest current tracks use: spreads the people's windows over frames."""
+        used = [0] * self.stride
+        for track in self.tracks.values():
+            used[track.phase] += 1
+        return used.index(min(used))
+
+    def _restart(self, track: Track) -> None:
+        self._orphaned += track.next_seq - track.published
+        track.frames.clear()
+        track.next_seq = track.published = track.due = 0
+        track.last_due = -1
 
     @staticmethod
     def _fill_missing(track: Track, keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -149,38 +214,66 @@ class WindowManager:
         return keypoints
 
     def ready(self, track_id: int) -> ReadyWindow | None:
-        """The window to refine now for this track, or None while fewer than lag + 1 frames."""
+        """The window to refine now for this track (ending at its newest due frame), or None
+        before the first one is due. Changes nothing; take_ready() hands it out."""
         track = self.tracks.get(track_id)
-        if track is None or len(track.frames) <= self.lag:
+        if track is None or track.last_due < 0:
             return None
-        frames = list(track.frames)
-        pad = self.window - len(frames)
-        index = [0] * pad + list(range(len(frames)))
-        keypoints = np.stack([frames[i].keypoints_2d for i in index])
-        poses = np.stack([frames[i].pose_3d for i in index])
-        return ReadyWindow(track_id, keypoints, poses, self.window - 1 - self.lag,
-                           frames[len(frames) - 1 - self.lag])
+        frames = list(track.frames)     # consecutive seq numbers, oldest first
+        end = track.last_due
+        base = frames[0].seq
+        in_window = frames[max(end - self.window + 1, 0) - base:end - base + 1]
+        pad = self.window - len(in_window)
+        index = [0] * pad + list(range(len(in_window)))
+        keypoints = np.stack([in_window[i].keypoints_2d for i in index])
+        poses = np.stack([in_window[i].pose_3d for i in index])
+        last = end - self.lag
+        oldest = max(track.published, last - self.stride + 1, frames[0].seq)
+        publish = [f for f in frames if oldest <= f.seq <= last]
+        return ReadyWindow(track_id, keypoints, poses, in_window, pad, publish)
 
     def has_pending(self) -> bool:
-        return self._orphaned > 0 or any(t.pending for t in self.tracks.values())
+        return self._orphaned > 0 or any(t.due for t in self.tracks.values())
 
     def take_ready(self) -> tuple[list[ReadyWindow], int]:
-        """Each track's newest ready window (copied out), and how many pending output frames
-        were superseded: older ready frames of those tracks, frames of tracks forgotten or
-        restarted before they were taken. Clears what is pending."""
+        """Each track's newest due window (arrays copied out), and how many frames will never
+        be published: those only older due windows would have published, and frames of tracks
+        forgotten or restarted before a window published them. Clears what is due."""
         windows, skipped = [], self._orphaned
         self._orphaned = 0
         for track_id, track in self.tracks.items():
-            if not track.pending:
+            if not track.due:
                 continue
             window = self.ready(track_id)
-            if window is None:      # restarted since (lagged mode): nothing of it is ready
-                skipped += track.pending
-            else:
-                skipped += track.pending - 1
-                windows.append(window)
-            track.pending = 0
+            last = track.last_due - self.lag
+            skipped += (last + 1 - track.published) - len(window.publish)
+            track.published = last + 1
+            track.due = 0
+            windows.append(window)
         return windows, skipped
+
+    @staticmethod
+    def complete(window: ReadyWindow, refined: np.ndarray) -> tuple[list, int]:
+        """Blend a refined (T, 17, 3) window into its frames; returns [(frame, pose)] for the
+        frames it publishes (the mean of every window that covered each), and how many of
+        them no refined window covered (skipped: their window was superseded)."""
+        refined = np.asarray(refined, dtype=np.float64)
+        for position, frame in enumerate(window.frames, start=window.pad):
+            if frame.published:
+                continue
+            if frame.refined_sum is None:
+                frame.refined_sum = refined[position].copy()
+            else:
+                frame.refined_sum += refined[position]
+            frame.refined_count += 1
+        out, skipped = [], 0
+        for frame in window.publish:
+            if frame.refined_count:
+                out.append((frame, (frame.refined_sum / frame.refined_count).astype(np.float32)))
+            else:
+                skipped += 1
+            frame.published, frame.refined_sum = True, None   # later windows leave it be
+        return out, skipped
 
     def prune(self, now_ns: int) -> list[int]:
         """Call once per frame, before its pushes. Forgets the tracks whose last frame is
@@ -198,7 +291,8 @@ class WindowManager:
         return stale
 
     def _forget(self, track_id: int) -> None:
-        self._orphaned += self.tracks.pop(track_id).pending
+        track = self.tracks.pop(track_id)
+        self._orphaned += track.next_seq - track.published
 
     def fill(self) -> float:
         """Mean fraction of the window held by the current tracks (0 with no tracks)."""

@@ -10,6 +10,7 @@ import torch
 from d3p_model.cnd import CONDITION_DIM, ERROR_DIM, ConditionalNoiseModel
 from d3p_model.data.windows import extract_windows, stitch_windows, window_starts
 from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
+from d3p_model.denoiser.model import reprojection_residual
 from d3p_model.denoiser import flops
 from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
 
@@ -65,6 +66,44 @@ def test_depth_and_width_are_configurable_and_trainable():
         assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="unknown denoiser settings"):
         DenoiserConfig.from_dict({"depth": 2, "wdith": 3})
+
+
+def test_reprojection_residual_finds_the_joint_off_its_keypoint():
+    """Keypoints that are a weak-perspective image of the pose give no residual, whatever the
+    camera's scale and shift; a joint moved in the image shows at that joint, in metres."""
+    rng = np.random.default_rng(0)
+    pose = torch.as_tensor(0.3 * rng.normal(size=(4, 17, 3)))
+    scale = torch.tensor([0.2, 0.5, 1.0, 3.0])[:, None, None]
+    shift = torch.as_tensor(rng.normal(size=(4, 1, 2)))
+    keypoints = scale * pose[..., :2] + shift
+    residual = reprojection_residual(pose, keypoints)
+    assert residual.shape == (4, 17, 2)
+    assert torch.allclose(residual, torch.zeros_like(residual), atol=1e-9)
+    # the depth does not enter: a weak-perspective camera cannot see it
+    deeper = pose.clone()
+    deeper[..., 2] += 1.0
+    assert torch.allclose(reprojection_residual(deeper, keypoints), residual, atol=1e-9)
+    # 5 cm off in the image at joint 13: the residual is largest there and about 5 cm
+    moved = keypoints.clone()
+    moved[:, 13, 0] += 0.05 * scale[:, 0, 0]
+    residual = reprojection_residual(pose, moved)
+    norms = residual.norm(dim=-1)
+    assert torch.all(norms.argmax(dim=-1) == 13)
+    assert torch.all((norms[:, 13] > 0.04) & (norms[:, 13] < 0.06))
+    # a collapsed pose (all joints at the root) has no scale: finite, never NaN
+    flat = reprojection_residual(torch.zeros(1, 17, 3), keypoints[:1])
+    assert torch.isfinite(flat).all()
+
+
+def test_reprojection_inputs_add_two_features_per_joint():
+    torch.manual_seed(0)
+    plain = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True))
+    wider = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True,
+                                        reprojection_inputs=True))
+    assert wider.embed.in_features == plain.embed.in_features + 2 == 10
+    noisy, keypoints = torch.randn(2, 5, 17, 3), torch.randn(2, 5, 17, 2)
+    out = wider(noisy, keypoints, torch.tensor([3, 4]))
+    assert out.shape == (2, 5, 17, 3) and torch.isfinite(out).all()
 
 
 def test_flops_grow_with_depth_and_count_attention(capsys):

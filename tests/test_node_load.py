@@ -53,6 +53,9 @@ def test_take_ready_after_every_push_skips_nothing():
 
 
 def test_lagged_take_and_restart_and_prune_count_what_was_never_refined():
+    """Every accepted frame is published or counted: a restart or a forgotten track counts
+    all of its frames no window published, also the last `lag` ones that never had their
+    look-ahead."""
     wm = WindowManager(window=6, lag=2, max_gap=0.5, track_timeout=1.0)
     for t in range(0, 100, 20):                      # 5 frames: 3 of them refinable
         push(wm, 1, t)
@@ -60,13 +63,13 @@ def test_lagged_take_and_restart_and_prune_count_what_was_never_refined():
     assert [w.frame.payload for w in ready] == [40] and skipped == 2   # newest - lag
     push(wm, 1, 100)                                 # one more refinable frame ...
     push(wm, 1, 900)                                 # ... then a gap restarts the window
-    assert wm.take_ready() == ([], 1)                # not refinable any more: skipped
+    assert wm.take_ready() == ([], 3)                # 60 (refinable), 80 and 100 (never)
     push(wm, 2, 900)
     push(wm, 2, 920)
     push(wm, 2, 940)                                 # track 2: one refinable frame pending
     push(wm, 3, 3000)
-    assert wm.prune(3000 * MS) == [1, 2]             # forgotten with its pending frame
-    assert wm.take_ready() == ([], 1)
+    assert wm.prune(3000 * MS) == [1, 2]             # forgotten with all their frames
+    assert wm.take_ready() == ([], 1 + 3)
     assert not wm.has_pending()
 
 
@@ -90,7 +93,8 @@ class SlowBackend:
 
     def __init__(self, backend, delay: float):
         self._backend, self.delay = backend, delay
-        for name in ("name", "device", "precision", "window", "steps", "joint_uncertainty", "model_dir"):
+        for name in ("name", "device", "precision", "window", "steps", "stride", "joint_uncertainty",
+                     "model_dir"):
             setattr(self, name, getattr(backend, name))
         self.calls = 0
         self.batch_sizes = []
@@ -229,7 +233,7 @@ def frames_of(sequences, start_ns, count, people=1):
 @pytest.mark.parametrize("mode,lag,people", [("causal", 0, 1), ("lagged", 3, 3)])
 def test_slow_inference_refines_only_the_newest_frames_without_backlog(sequences, mode, lag, people):
     delay = 0.1                          # 5 input frames per refinement at 50 Hz
-    run = InProcess(delay, mode=mode, lag_frames=lag)
+    run = InProcess(delay, mode=mode, lag_frames=lag, stride=1)
     try:
         run.start()
         frames = frames_of(sequences, 1000 * NS, 100, people)

@@ -132,7 +132,9 @@ def test_uncertainty_markers_and_diagnostics(causal_run):
 
 @pytest.fixture(scope="module")
 def lagged(harness_factory):
-    return harness_factory("lagged", mode="lagged", lag_frames=3, publish_markers=False, debug_image=True)
+    # stride 1: a window for every frame, so that each frame's output comes 3 frames later
+    return harness_factory("lagged", mode="lagged", lag_frames=3, stride=1, publish_markers=False,
+                           debug_image=True)
 
 
 def test_lagged_mode_waits_lag_frames(lagged, sample):
@@ -147,6 +149,40 @@ def test_lagged_mode_waits_lag_frames(lagged, sample):
     stamps = sorted({r[0] for r in output_people(h.outputs)})
     assert stamps == [start + i * PERIOD_NS for i in range(12 - 3)]
     assert h.counters()["lag_frames"] == "3"
+
+
+def test_streamed_lagged_mode_publishes_each_frame_once_from_a_window_every_stride(
+        harness_factory, sample):
+    """lag 4, stride 3 (window 9): one window per person every 3 frames; each frame is
+    published once, 4-6 frames after it arrived, the blend of the windows that covered it."""
+    h = harness_factory("streamed", mode="lagged", lag_frames=4, stride=3, publish_markers=False)
+    start = 7000 * NS
+    frames = frames_of(sample, start)
+    for msg_2d, msg_3d in frames:
+        h.publish(msg_2d, msg_3d)
+        h.spin_for(0.03)
+    # 30 frames. Person 1 (phase 0): windows end at frames 4, 7, ..., 28, the last publishes
+    # frames 22-24; person 2 (phase 1): at 5, 8, ..., 29, up to frame 25
+    published = {1: 25, 2: 26}
+    assert h.spin_until(lambda: len(output_people(h.outputs)) >= 51, 10), h.log()
+    h.spin_for(0.5)
+    rows = output_people(h.outputs)
+    for track_id, count in published.items():
+        stamps = [r[0] for r in rows if r[2] == track_id]
+        assert stamps == [start + i * PERIOD_NS for i in range(count)], (track_id, stamps)
+    values = h.counters()
+    assert values["stride"] == "3" and values["lag_frames"] == "4"
+    assert int(values["published_skeletons"]) == 51 and int(values.get("skipped_behind", 0)) == 0
+    # the two people's windows are staggered: one person per call, 2 calls per 3 frames
+    assert int(values["inference_batches"]) == 2 * len(range(4, 30, 3))
+    before, after = [], []
+    for stamp, _, track_id, positions, _, _ in rows:
+        i = (stamp - start) // PERIOD_NS
+        seq = sample[track_id - 1]
+        before.append(mpjpe(seq.pose_3d[i], seq.ground_truth_3d[i]))
+        after.append(mpjpe(positions, seq.ground_truth_3d[i]))
+    assert np.mean(after) < 0.9 * np.mean(before), (np.mean(before), np.mean(after))
+    assert all_finite(h.outputs)
 
 
 def test_deactivate_releases_model_and_activate_restores(causal_run, sample):

@@ -38,9 +38,10 @@ def small_model(tmp_path_factory):
     predictions = make_synthetic_predictions(num_sequences=2, num_frames=40, seed=3)
     torch.manual_seed(0)
     train = [(s.keypoints_normalised(), s.pose_3d, s.ground_truth_3d) for _, s in predictions.items()]
-    # the input features of the shipped design (pose scale, bone vectors) must export too
+    # every input feature (pose scale, bone vectors, reprojection residual) must export too
     refiner = D3PRefiner(PoseDenoiser(DenoiserConfig(window=9, depth=2, width=16, heads=2,
-                                                     pose_scale=4.0, bone_inputs=True)),
+                                                     pose_scale=4.0, bone_inputs=True,
+                                                     reprojection_inputs=True)),
                          ConditionalNoiseModel.fit_sequences(train),
                          joint_uncertainty=np.linspace(0.01, 0.05, 17))
     refiner.save(root / "model")

@@ -188,6 +188,24 @@ def test_init_from_continues_a_trained_model(tmp_path):
     wider = {**frozen, "model": {"depth": 1, "width": 32, "heads": 1}}
     with pytest.raises(ConfigError, match="init_from .* differs"):
         train_from_config(wider, tmp_path / "fourth", progress=False)
+    # adding the reprojection inputs: their embedding columns start at zero, so the
+    # continued model refines exactly as its source
+    extended = {**frozen, "model": {**MICRO["model"], "reprojection_inputs": True}}
+    extended_dir = train_from_config(extended, tmp_path / "fifth", progress=False)
+    d = torch.load(extended_dir / "weights.pt", weights_only=True)
+    assert d["embed.weight"].shape[1] == a["embed.weight"].shape[1] + 2
+    assert torch.allclose(d["embed.weight"][:, -2:], torch.zeros(1), atol=1e-9)
+    source, target = D3PRefiner.load(first), D3PRefiner.load(extended_dir)
+    assert target.denoiser.config.reprojection_inputs
+    rng = np.random.default_rng(0)
+    keypoints = rng.uniform(-1, 1, (2, 5, 17, 2)).astype(np.float32)
+    pose = (0.3 * rng.normal(size=(2, 5, 17, 3))).astype(np.float32)
+    np.testing.assert_allclose(target.refine_windows(keypoints, pose),
+                               source.refine_windows(keypoints, pose), atol=1e-6)
+    # and a model that has them cannot continue into one that has not
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config({**frozen, "init_from": str(extended_dir)}, tmp_path / "sixth",
+                          progress=False)
 
 
 def test_config_validation(tmp_path):
@@ -219,7 +237,11 @@ def test_config_validation(tmp_path):
             assert source["denoiser"]["window"] == config["window"]
             # a model saved before a model setting existed has that setting's default
             from d3p_model.train.config import DEFAULTS
-            assert {**DEFAULTS["model"], **source["info"]["config"]["model"]} == config["model"]
+            # ... except that a continued run may add the reprojection inputs
+            source_model = {**DEFAULTS["model"], **source["info"]["config"]["model"]}
+            if config["model"]["reprojection_inputs"]:
+                source_model["reprojection_inputs"] = True
+            assert source_model == config["model"]
             assert source["info"]["config"]["data"] == config["data"]
             assert source["info"]["config"]["seed"] == config["seed"]  # same validation split
 

@@ -51,10 +51,13 @@ def test_lagged_waits_for_lag_frames():
 
 
 def test_window_memory_is_bounded():
-    wm = WindowManager(window=4)
-    for i in range(1000):
-        push(wm, 1, i * 20)
-    assert len(wm.tracks[1].frames) == 4
+    for kwargs in (dict(window=4), dict(window=4, lag=3, stride=2)):
+        wm = WindowManager(**kwargs)
+        for i in range(1000):
+            push(wm, 1, i * 20)
+        # a window, plus the frames still waiting for the windows that will publish them
+        assert len(wm.tracks[1].frames) == wm.history <= 4 + wm.lag + wm.stride
+    assert WindowManager(window=4).history == 4     # causal: one window
 
 
 def test_duplicate_out_of_order_and_backward_jump():
@@ -132,7 +135,7 @@ def test_one_far_future_frame_forgets_nobody():
     assert push(wm, 1, 3600 * 1000) is Push.RESET_GAP
     wm.prune(100 * MS)
     assert sorted(wm.tracks) == [1, 2, 3]
-    assert push(wm, 2, 100) is Push.ADDED and len(wm.tracks[2].frames) == 5
+    assert push(wm, 2, 100) is Push.ADDED and len(wm.tracks[2].frames) == wm.history == 5
 
 
 def test_missing_joints_hold_last_position():

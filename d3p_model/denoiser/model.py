@@ -36,6 +36,13 @@ class DenoiserConfig:
     # time are what tells a lifter's output from a correct skeleton).
     pose_scale: float = 1.0
     bone_inputs: bool = False
+    # With reprojection_inputs, each joint also gets how far its 3D position lies from its
+    # 2D keypoint under the frame's best weak-perspective camera (in metres, times
+    # pose_scale): a joint the lifter moved off its keypoint shows here directly, while a
+    # correct skeleton shows only the detector's noise. The network could compute this
+    # from the pose and keypoint inputs, but a 4-block net does not learn the per-frame
+    # least-squares fit it needs (docs/refiner.md, "2D consistency").
+    reprojection_inputs: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +54,25 @@ class DenoiserConfig:
         if unknown:
             raise ValueError(f"unknown denoiser settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**values)
+
+
+def reprojection_residual(pose: torch.Tensor, keypoints_2d: torch.Tensor) -> torch.Tensor:
+    """(..., J, 3) pose, (..., J, 2) normalised keypoints -> (..., J, 2) residual, pose units.
+
+    Per frame, the scale s and shift c minimising |s * pose_xy + c - keypoints|^2 (a weak-
+    perspective camera; both frames have x right, y down); the residual is
+    (keypoints - c) / s - pose_xy, i.e. where the keypoint says the joint is, minus where the
+    pose puts it, in the pose's own units.
+    """
+    xy = pose[..., :2]
+    xy_centred = xy - xy.mean(dim=-2, keepdim=True)
+    kp_centred = keypoints_2d - keypoints_2d.mean(dim=-2, keepdim=True)
+    spread = (xy_centred * xy_centred).sum(dim=(-2, -1), keepdim=True)
+    # a degenerate (collapsed) pose has no scale: its residual is then the keypoints
+    # themselves scaled by 1, bounded, never inf/NaN
+    scale = (xy_centred * kp_centred).sum(dim=(-2, -1), keepdim=True) / spread.clamp_min(1e-6)
+    scale = torch.where(scale.abs() < 1e-3, torch.ones_like(scale), scale)
+    return kp_centred / scale - xy_centred
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -90,12 +116,17 @@ class DenoisingBlock(nn.Module):
         return tokens + self.mlp(self.norm3(tokens))
 
 
+def input_features(config: DenoiserConfig) -> int:
+    """Features per joint token, in this order: pose (3), keypoint (2), bone (3), residual (2)."""
+    return 3 + 2 + (3 if config.bone_inputs else 0) + (2 if config.reprojection_inputs else 0)
+
+
 class PoseDenoiser(nn.Module):
     def __init__(self, config: DenoiserConfig):
         super().__init__()
         self.config = config
         d = config.width
-        self.embed = nn.Linear(3 + 2 + (3 if config.bone_inputs else 0), d)
+        self.embed = nn.Linear(input_features(config), d)
         self.joint_embedding = nn.Parameter(torch.zeros(1, 1, NUM_JOINTS, d))
         self.frame_embedding = nn.Parameter(torch.zeros(1, config.window, 1, d))
         nn.init.trunc_normal_(self.joint_embedding, std=0.02)
@@ -122,6 +153,8 @@ class PoseDenoiser(nn.Module):
         features = [pose, keypoints_2d]
         if self.config.bone_inputs:
             features.append(pose - pose[:, :, self.parents])
+        if self.config.reprojection_inputs:
+            features.append(reprojection_residual(pose, keypoints_2d))
         tokens = self.embed(torch.cat(features, dim=-1))
         tokens = tokens + self.joint_embedding + self.frame_embedding
         step = self.step_mlp(sinusoidal_embedding(t, self.config.width).to(tokens.dtype))

@@ -12,6 +12,7 @@ nccl on CUDA), windows are split by a DistributedSampler and only rank 0 writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -158,13 +159,23 @@ def _sparse_offsets(error, config, generator):
 
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
-    """Start from another run's trained denoiser (a continued training); the architectures
-    must match exactly."""
+    """Start from another run's trained denoiser (a continued training). The architectures
+    must match, except that this run may add the reprojection inputs: their embedding
+    columns start at zero, so the continued model starts as exactly the source model."""
     source = D3PRefiner.load(resolve_data_path(model_dir))
-    if source.denoiser.config != model.config:
+    widened = dataclasses.replace(source.denoiser.config,
+                                  reprojection_inputs=model.config.reprojection_inputs)
+    if widened != model.config or (source.denoiser.config.reprojection_inputs
+                                   and not model.config.reprojection_inputs):
         raise ConfigError(f"init_from {model_dir}: its denoiser {source.denoiser.config} differs "
                           f"from this run's {model.config}")
-    model.load_state_dict(source.denoiser.state_dict())
+    state = source.denoiser.state_dict()
+    weight = state["embed.weight"]
+    missing = model.embed.weight.shape[1] - weight.shape[1]
+    if missing:
+        state["embed.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], missing)],
+                                          dim=1)
+    model.load_state_dict(state)
 
 
 def _source_stride(model_dir) -> int | None:
