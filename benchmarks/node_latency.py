@@ -3,11 +3,11 @@
 
 For each configuration (people x backend x threads) the node is started as its own process
 exactly as the launch file starts it (`d3p_ros.processes.node_command`: the refiner_node
-executable with config/refiner.yaml) plus the benchmark's parameters: the detected-2D T = 81
-model (common.T81_MODEL, h36m_sh2d_t81_keep; not trained yet: the benchmark says so and
-writes nothing, --model DIR times another), steps 2, mode causal, the backend and num_threads
-asked for, input_rate
-and a shorter diagnostics period. This process publishes time-synchronised Skeleton2DArray +
+executable with config/refiner.yaml) plus the benchmark's parameters: the shipped model
+(d3p_model.refiner.DEFAULT_MODEL, its T and K; --model DIR times another), the mode (causal,
+or lagged with --lag-frames and --stride: 0 = the node's defaults, half the window and the
+model's stride), the backend and num_threads asked for, input_rate and a shorter diagnostics
+period. This process publishes time-synchronised Skeleton2DArray +
 Skeleton3DArray at --rate Hz (GENERATED motion, never Human3.6M; one distinct, increasing stamp
 per frame; the wall time just before each frame's first publish is kept) and subscribes to
 /human_pose3d_refined and /diagnostics.
@@ -15,8 +15,11 @@ per frame; the wall time just before each frame's first publish is kept) and sub
 Warm-up: publishing runs until a full window (T frames) has gone out and the first refined
 output has come back. Then --seconds of frames are measured; publishing goes on for a short
 drain so the measured frames see steady load, and their outputs are awaited. Reported per
-configuration: latency (receive wall time - publish wall time of the same stamp) p50/p90/p99/
-max, input frames, output frames, dropped (measured inputs without an output; and the node's
+configuration: latency per person-frame (receive wall time of that person's refined skeleton -
+publish wall time of the input frame with the same stamp; in lagged mode one stamp's people
+can come in separate messages) p50/p90/p99/max, and in lagged mode the lag itself (the node
+waits L to L + S - 1 frames for a frame's look-ahead, so the budget is (L + S - 1) / rate + 40
+ms), input frames, output frames, dropped (measured inputs without an output; and the node's
 own skipped_behind count from /diagnostics over the interval), achieved output rate per
 person, the node's CPU use (/proc/<pid>/stat utime+stime over the interval, % of one core),
 its peak memory (VmHWM) and this process's CPU use (it shares the machine).
@@ -24,8 +27,9 @@ its peak memory (VmHWM) and this process's CPU use (it shares the machine).
 Network rule: this process and the node discover on loopback only, in a ROS domain reserved
 for the run, with ROS logs in a temporary directory (`d3p_ros.processes.ros_environment`).
 
-    .venv/bin/python benchmarks/node_latency.py                      # 1 person, torch, 1 thread, 20 s
+    .venv/bin/python benchmarks/node_latency.py                      # 1 person, causal, onnx, 1 thread, 20 s
     .venv/bin/python benchmarks/node_latency.py --matrix             # {1,10} x {torch,onnx} x {1,2}
+    .venv/bin/python benchmarks/node_latency.py --people 10 --mode lagged --name node_latency_lagged
     .venv/bin/python benchmarks/node_latency.py --people 10 --backends onnx --threads 2
     .venv/bin/python benchmarks/node_latency.py --quick              # smoke run: 2 s, one configuration
 Writes benchmarks/results/node_latency.{json,md} (--output-dir to put them elsewhere).
@@ -48,7 +52,6 @@ import common  # also puts this checkout first on sys.path
 
 NAME = "node_latency"
 BACKENDS = ("torch", "onnx")
-MODEL = common.T81_MODEL
 DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "d3p-ros-domain-ids"   # shared with tests/conftest.py
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -56,7 +59,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, nargs="+", default=[1], help="people per frame")
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=["torch"])
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=["onnx"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="the node's num_threads")
     parser.add_argument("--matrix", action="store_true",
                         help="the whole matrix: people {1, 10} x backends {torch, onnx} x threads {1, 2}")
@@ -64,8 +67,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0, help="input frames per second")
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps K")
     parser.add_argument("--mode", choices=("causal", "lagged"), default="causal")
+    parser.add_argument("--lag-frames", type=int, default=0,
+                        help="lagged mode: the node's lag_frames (0 = its default, window // 2)")
+    parser.add_argument("--stride", type=int, default=0,
+                        help="lagged mode: the node's stride (0 = the model's)")
     parser.add_argument("--model", default=None,
-                        help=f"model directory (default: {MODEL})")
+                        help="model directory (default: the shipped one)")
+    parser.add_argument("--name", default=NAME, help="results file stem (default node_latency)")
     parser.add_argument("--drain", type=float, default=1.0,
                         help="seconds of input published after the measured interval")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
@@ -196,8 +204,8 @@ class Publisher(threading.Thread):
 # ---------------------------------------------------------------- one configuration
 def node_overrides(args, model_dir: str, backend: str, threads: int) -> dict:
     return {"model_dir": model_dir, "backend": backend, "num_threads": threads,
-            "steps": args.steps, "mode": args.mode, "input_rate": args.rate,
-            "diagnostics_period": 0.25}
+            "steps": args.steps, "mode": args.mode, "lag_frames": args.lag_frames,
+            "stride": args.stride, "input_rate": args.rate, "diagnostics_period": 0.25}
 
 
 def run_configuration(args, model_dir: str, people: int, backend: str, threads: int,
@@ -238,12 +246,15 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
                                 for k in ("reliability", "durability", "history")}, depth=10)
         pub_2d = node.create_publisher(Skeleton2DArray, "/human_pose2d", pub_qos)
         pub_3d = node.create_publisher(Skeleton3DArray, "/human_pose3d", pub_qos)
-        received: dict[int, tuple[float, list]] = {}     # stamp -> (receive time, track ids)
+        # stamp -> {track id: receive time}; in lagged mode with a stride one stamp's people
+        # may come in several messages
+        received: dict[int, dict[int, float]] = {}
 
         def on_output(msg):
             now = time.monotonic()
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            received[stamp] = (now, [sk.track_id for sk in msg.skeletons])
+            for sk in msg.skeletons:
+                received.setdefault(stamp, {}).setdefault(sk.track_id, now)
 
         diagnostics: list[dict] = []
 
@@ -306,20 +317,25 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
         spin_until(lambda: publisher.count >= drained or process.poll() is not None, args.drain + 10.0)
         publisher.stop()
         # outputs of measured frames still on their way
-        spin_until(lambda: measured[-1] in received, 2.0)
+        spin_until(lambda: len(received.get(measured[-1], ())) >= people, 2.0)
         spin_until(lambda: False, 0.3)
         after = fresh_diagnostics(1.0)
         peak_mb = peak_memory_mb(process.pid)
         if process.poll() is not None:
             raise RuntimeError(f"{label}: node died during the run. " + node_failed())
 
-        latencies = np.asarray([received[s][0] - publisher.sent[s] for s in measured if s in received]) * 1e3
-        answered = [s for s in measured if s in received]
-        skeletons_out = sum(len(received[s][1]) for s in answered)
+        latencies = np.asarray([t - publisher.sent[s] for s in measured
+                                for t in received.get(s, {}).values()]) * 1e3
+        answered = [s for s in measured if len(received.get(s, ())) == people]
+        skeletons_out = sum(len(received.get(s, ())) for s in measured)
         per_track: dict[int, int] = {}
-        for s in answered:
-            for track_id in received[s][1]:
+        for s in measured:
+            for track_id in received.get(s, ()):
                 per_track[track_id] = per_track.get(track_id, 0) + 1
+        lag = int(after.get("lag_frames") or 0)
+        stride = int(after.get("stride") or 1)
+        # the wait for the look-ahead: at most L + S - 1 frames
+        lag_ms = 1000.0 * (lag + stride - 1) / args.rate if args.mode == "lagged" else 0.0
         interval = wall_end - wall_start
 
         def counter_delta(key):
@@ -331,11 +347,13 @@ def run_configuration(args, model_dir: str, people: int, backend: str, threads: 
         result = {
             **config,
             "window": window, "steps": args.steps, "mode": args.mode, "rate_hz": args.rate,
+            "lag_frames": lag, "stride": stride, "max_lag_ms": round(lag_ms, 3),
+            "latency_budget_ms": round(lag_ms + (40.0 if args.mode == "lagged" else 10.0), 3),
             "warmup_frames": first,
             "measured_seconds": round(interval, 3),
             "input_frames": len(measured),
             "output_frames": len(answered),
-            "dropped_frames": len(measured) - len(answered),
+            "dropped_frames": len(measured) - len(answered),   # frames missing any person
             "input_skeletons": len(measured) * people,
             "output_skeletons": skeletons_out,
             "dropped_skeletons": len(measured) * people - skeletons_out,
@@ -400,11 +418,15 @@ def markdown(payload: dict) -> str:
     rows = []
     for r in payload["results"]:
         if "skipped" in r:
-            rows.append([r["people"], r["backend"], r["threads"], "skipped: " + r["skipped"]] + [""] * 10)
+            rows.append([r["people"], r["backend"], r["threads"], "skipped: " + r["skipped"]] + [""] * 12)
             continue
         lat = r["latency_ms"] or {}
-        rows.append([r["people"], r["backend"], r["threads"], fmt(lat.get("p50")), fmt(lat.get("p90")),
-                     fmt(lat.get("p99")), fmt(lat.get("max")),
+        budget = r.get("latency_budget_ms")
+        verdict = ("-" if budget is None or lat.get("p99") is None
+                   else ("met" if lat["p99"] <= budget else "missed"))
+        rows.append([r["people"], r["backend"], r["threads"], fmt(r.get("max_lag_ms")),
+                     fmt(lat.get("p50")), fmt(lat.get("p90")),
+                     fmt(lat.get("p99")), f"{fmt(budget)} ({verdict})", fmt(lat.get("max")),
                      f"{r['output_frames']}/{r['input_frames']}", r["dropped_frames"],
                      "-" if r["node_skipped_behind"] is None else r["node_skipped_behind"],
                      fmt(r["output_rate_per_person_hz"]), fmt(r.get("latency_growth_ms")),
@@ -413,14 +435,17 @@ def markdown(payload: dict) -> str:
     s = payload["settings"]
     head = (f"Node end to end over DDS on loopback: model {s['model']} (T = {s['window']}), "
             f"K = {s['steps']}, mode {s['mode']}, input {s['rate_hz']:g} Hz, {s['seconds']:g} s "
-            "measured per row after warm-up. Latency = refined receive - input publish (same "
-            "stamp), ms. Dropped = measured input frames without an output; skipped = the "
+            "measured per row after warm-up. Latency = a person's refined skeleton received - "
+            "its input frame published (same stamp), ms, over every person-frame. Lag = the "
+            "longest wait for look-ahead frames, (L + S - 1) frames (0 in causal mode); budget = "
+            "lag + 40 ms (lagged) or 10 ms (causal), against p99. Dropped = measured input "
+            "frames missing an output for some person; skipped = the "
             "node's skipped_behind (person-frames it did not refine because a newer frame was "
             "waiting). Growth = median latency of the last third of the interval - of the first "
             "third (a growing queue makes it grow with the interval). CPU in % of one core, "
             "memory = peak RSS (VmHWM).")
     table = common.markdown_table(
-        ["people", "backend", "threads", "p50", "p90", "p99", "max", "answered", "dropped",
+        ["people", "backend", "threads", "lag", "p50", "p90", "p99", "budget", "max", "answered", "dropped",
          "skipped", "out Hz/person", "growth", "node CPU %", "peak MB"], rows)
     return (f"# Refiner node end to end (node_latency.py)\n\n{head}\n\n{table}\n\n"
             f"{common.machine_line(payload['machine'])}\n")
@@ -429,11 +454,7 @@ def markdown(payload: dict) -> str:
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     from d3p_model.refiner import default_model_dir
-    model_dir = args.model or str(default_model_dir().parent.parent / MODEL / "model")
-    if args.model is None and common.missing_model(81):
-        print(f"node_latency: skipped: {common.missing_model(81)}; nothing written (--model DIR "
-              "times another model)", file=sys.stderr)
-        return 0
+    model_dir = args.model or str(default_model_dir())
     if not Path(model_dir, "model.json").is_file():
         print(f"node_latency: no model at {model_dir}", file=sys.stderr)
         return 2
@@ -465,16 +486,17 @@ def main(argv=None) -> int:
         domain_lock.close()
     window = model_window(model_dir)
     payload = {
-        "benchmark": NAME,
+        "benchmark": args.name,
         "settings": {"model": str(Path(model_dir).relative_to(common.REPO)) if Path(model_dir).is_relative_to(common.REPO)
                      else str(model_dir), "window": window, "steps": args.steps, "mode": args.mode,
+                     "lag_frames": args.lag_frames, "stride": args.stride,
                      "rate_hz": args.rate, "seconds": args.seconds, "drain_seconds": args.drain,
                      "latency_clock": "time.monotonic in the benchmark process (publish and receive)",
                      "node_started_as": "d3p_ros.processes.node_command (launch file's executable + config/refiner.yaml)"},
         "machine": machine,
         "results": results,
     }
-    common.write_results(args.output_dir, NAME, payload, markdown(payload))
+    common.write_results(args.output_dir, args.name, payload, markdown(payload))
     shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failures else 0
 

@@ -12,10 +12,13 @@ rejects invalid values with the reason; they take effect at the next configure.
 
 Threads: the subscription callbacks (executor thread) only pair, convert and push frames
 into the per-track windows. One inference worker thread, whenever it is free, takes every
-track's NEWEST ready window (all people in one backend call), refines and publishes. When
-inference is slower than the input, the frames superseded meanwhile are not refined: they
-are counted (`skipped_behind`) and warned about, instead of piling up in DDS queues. When it
-is faster, every frame is refined, one output per input as before.
+track's NEWEST due window (all of them in one backend call), refines, blends and publishes.
+Causal mode refines a window for every frame; lagged mode one window per person every
+`stride` frames, each frame published once as the blend of the windows that covered it
+(d3p_ros/windows.py; people are staggered over the stride's phases, so one stamp's people
+can come in more than one output message). When inference is slower than the input, the
+frames superseded meanwhile are not refined: they are counted (`skipped_behind`) and warned
+about, instead of piling up in DDS queues.
 
 Run:  python -m d3p_ros.refiner_node --ros-args --params-file config/refiner.yaml
 """

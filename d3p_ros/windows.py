@@ -19,7 +19,9 @@ Modes (`lag`, `stride`):
 - lagged, `lag = L > 0`, `stride = s`: a window is refined every s frames of a track, and
   each frame is published once, as the mean of all the windows that covered it by then
   (overlapping windows blended, as `d3p refine` does offline). A window ending at frame e
-  publishes frames e - L - s + 1 .. e - L, so every frame waits L to L + s - 1 frames; with
+  publishes frames e - L - s + 1 .. e - L (a track's first window: from its first frame; when
+  that window would start after the first frame, one more window ending at frame T - 1
+  covers it), so every frame waits L to L + s - 1 frames; with
   L = T - 1 and the model's stride the output equals offline refinement away from the
   sequence ends. The windows of different people are staggered over the s phases, so each
   frame refines about (people / s) windows instead of all people every s-th frame.

@@ -38,6 +38,7 @@ from d3p_model.skeleton import ROOT  # noqa: E402
 from d3p_model.train.config import resolve_data_path  # noqa: E402
 
 MODELS = REPO_ROOT / "d3p_model" / "models" / "refiner"
+REUSED = " (rows reused from: "     # how a command names the earlier runs it took rows from
 
 
 def validation_sequences(refiner: D3PRefiner, every: int):
@@ -86,6 +87,10 @@ def main(argv=None) -> int:
                         help="write each candidate's best stride into its model.json")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--name", default="default_choice", help="output file stem")
+    parser.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="take the rows of candidates already measured by earlier runs "
+                             "(their JSON) with the same --strides and --sequence-stride "
+                             "instead of measuring them again; their commands are recorded")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="rebuild the page from an earlier run's JSON (no refinement)")
     args = parser.parse_args(argv)
@@ -97,7 +102,13 @@ def main(argv=None) -> int:
         for r in rows:   # JSON keys are strings
             r["refined_mm_by_stride"] = {int(k): v for k, v in r["refined_mm_by_stride"].items()}
     else:
-        rows = [assess(name, args.strides, args.sequence_stride) for name in args.models]
+        earlier = reusable_rows(parser, args)
+        rows = [earlier[name] if name in earlier else
+                assess(name, args.strides, args.sequence_stride) for name in args.models]
+        sources = sorted({earlier[name]["measured_by"] for name in args.models
+                          if name in earlier})
+        if sources:
+            command += REUSED + "; ".join(sources) + ")"
     qualified = [r for r in rows if r["qualifies"]]
     chosen = min(qualified, key=lambda r: r["refined_mm_by_stride"][r["best_stride"]]) \
         if qualified else None
@@ -145,6 +156,26 @@ def main(argv=None) -> int:
         for r in rows:
             apply_stride(r["name"], r["best_stride"])
     return 0
+
+
+def reusable_rows(parser: argparse.ArgumentParser, args) -> dict:
+    """{model name: row} from earlier runs' JSON measured with these settings; each row
+    remembers the command that measured it."""
+    rows = {}
+    for path in args.reuse:
+        saved = json.loads(path.read_text())
+        saved_args = parser.parse_args(shlex.split(saved["command"].split(REUSED)[0])[1:])
+        if (saved_args.strides, saved_args.sequence_stride) != (args.strides,
+                                                                args.sequence_stride):
+            raise SystemExit(f"{path}: measured with --strides {saved_args.strides} "
+                             f"--sequence-stride {saved_args.sequence_stride}, not "
+                             f"{args.strides} / {args.sequence_stride}: cannot reuse")
+        for row in saved["rows"]:
+            row["refined_mm_by_stride"] = {int(k): v for k, v in
+                                           row["refined_mm_by_stride"].items()}
+            row.setdefault("measured_by", saved["command"].split(REUSED)[0])
+            rows[row["name"]] = row
+    return rows
 
 
 def apply_stride(name: str, stride: int) -> None:

@@ -25,10 +25,12 @@ Each directory is one training run of `d3p train` (`d3p_model/train/loop.py`): `
 command line, git commit, torch version, times), `loss.png`, and `model/`, the model
 directory `D3PRefiner.load` reads. `checkpoint.pt` is not committed. All of them are
 trained by `scripts/train_refiners.sh` (resumable, two runs at a time, one CPU thread each),
-from the lifter's prediction files (`d3p predict`), in three phases: from scratch the
+from the lifter's prediction files (`d3p predict`), in four phases: from scratch the
 `_blind` models (`_blind_real`: the lifter's real errors instead of the CND) and
 `h36m_sh2d_t81_keep`; then the `_keep` models, which continue a `_blind` model
-(`init_from`); then the 4-epoch ablations of `h36m_sh2d_t27_blind`. The default model of the
+(`init_from`); then the `_reproj` models, which continue a `_keep` model with the
+2D-consistency input (`reprojection_inputs`); then the 4-epoch ablations of
+`h36m_sh2d_t27_blind`. The default model of the
 node and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}
 

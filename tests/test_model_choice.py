@@ -96,6 +96,40 @@ def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp
     assert D3PRefiner.load(models / "cand" / "model").stride == 2
 
 
+def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(models, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
+    measured = []
+
+    def fake_assess(name, strides, every):
+        measured.append(name)
+        refined = {"cand": 27.0, "identity": 30.0}[name]
+        return {"name": name, "lifter_mm": 30.0, "refined_mm_by_stride": {5: refined},
+                "best_stride": 5, "do_no_harm": harm, "harmed": [],
+                "qualifies": refined < 30.0}
+    monkeypatch.setattr(choose_default, "assess", fake_assess)
+    first = tmp_path / "first"
+    choose_default.main(["identity", "--strides", "5", "--docs", str(first)])
+    assert measured == ["identity"]
+    second = tmp_path / "second"
+    choose_default.main(["identity", "cand", "--strides", "5", "--docs", str(second),
+                         "--reuse", str(first / "default_choice.json")])
+    assert measured == ["identity", "cand"]            # identity came from the first run
+    document = json.loads((second / "default_choice.json").read_text())
+    assert document["chosen"] == {"name": "cand", "stride": 5}
+    assert "rows reused from: scripts/choose_default.py identity --strides 5" in \
+        (second / "default_choice.md").read_text()
+    # the reused run's settings must match
+    with pytest.raises(SystemExit, match="cannot reuse"):
+        choose_default.main(["identity", "--strides", "5", "9", "--docs", str(tmp_path / "x"),
+                             "--reuse", str(first / "default_choice.json")])
+    # and its command, as recorded, can itself be reused
+    choose_default.main(["identity", "cand", "--strides", "5", "--docs", str(tmp_path / "y"),
+                         "--reuse", str(second / "default_choice.json")])
+    assert measured == ["identity", "cand"]
+
+
 def test_ablation_rows_at_equal_epochs(models, tmp_path, monkeypatch):
     monkeypatch.setattr(results_ablation, "MODELS", models)
     assert results_ablation.main(["--base", "cand", "--epoch", "2", "--docs",

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""What streaming costs in accuracy: the node's window modes against offline `d3p refine`.
+
+For every --sequence-stride-th sequence of a predictions file with ground truth (default: the
+cached Human3.6M test set, S9/S11, detected 2D, `d3p predict`), each mode streams the
+sequence through the node's own window logic (`d3p_ros.windows.WindowManager`, one person,
+50 Hz stamps, a worker that keeps up: every due window refined, in the order the node would)
+and the same model refines it offline (`refine_sequence`, the model's stride). Modes:
+  causal             lag 0: every frame refined in the window that ends at it;
+  lagged:L[:S]       lag L, a window every S frames (default: the model's stride), blended.
+Reported per mode, over the frames it published: MPJPE of the lifter, of the stream and of
+offline refinement on the same frames (mm, frame mean), the paired difference stream -
+offline, the share of frames published (a stream does not publish a sequence's last L..L+S-1
+frames: the node counts them when the track ends), windows refined per frame, and the latency
+in frames. No timing here: node_latency.py measures milliseconds.
+
+    .venv/bin/python benchmarks/streaming_accuracy.py                  # causal, lagged:13, lagged:26
+    .venv/bin/python benchmarks/streaming_accuracy.py --modes causal lagged:26:9 --sequence-stride 4
+Writes benchmarks/results/streaming_accuracy.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import common  # also puts this checkout first on sys.path
+
+NAME = "streaming_accuracy"
+DEFAULT_PREDICTIONS = common.REPO / "cache" / "predictions" / "sh2d" / "test.npz"
+PERIOD_NS = 20_000_000      # Human3.6M: 50 Hz
+
+
+def parse_mode(text: str, window: int, model_stride: int) -> dict:
+    parts = text.split(":")
+    if parts[0] == "causal" and len(parts) == 1:
+        return {"name": "causal", "lag": 0, "stride": 1}
+    if parts[0] == "lagged" and len(parts) in (2, 3):
+        lag = int(parts[1])
+        stride = int(parts[2]) if len(parts) == 3 else model_stride
+        if not 1 <= lag < window or not 1 <= stride <= window:
+            raise ValueError(f"mode {text!r}: lag must be in 1..{window - 1}, stride in 1..{window}")
+        return {"name": f"lagged L={lag} s={stride}", "lag": lag, "stride": stride}
+    raise ValueError(f"mode {text!r}: expected causal or lagged:LAG[:STRIDE]")
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--predictions", default=str(DEFAULT_PREDICTIONS),
+                        help="predictions .npz with ground_truth_3d (default: the cached "
+                             "Human3.6M test set, made by `d3p predict`)")
+    parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
+    parser.add_argument("--modes", nargs="+", default=["causal", "lagged:13", "lagged:26"],
+                        help="causal and/or lagged:LAG[:STRIDE] (stride default: the model's)")
+    parser.add_argument("--sequence-stride", type=int, default=8, metavar="K",
+                        help="every K-th sequence (sorted by key); 1 = all")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=256)
+    common.add_common_arguments(parser)      # --output-dir, --quick
+    args = parser.parse_args(argv)
+    if args.sequence_stride < 1:
+        parser.error("--sequence-stride must be >= 1")
+    return args
+
+
+def stream(refine_windows, keypoints, pose, window: int, lag: int, stride: int,
+           batch_size: int) -> tuple[dict, int]:
+    """Push a sequence through WindowManager as the node does; returns {frame: refined pose}
+    and the number of windows refined."""
+    import numpy as np
+
+    from d3p_ros.windows import WindowManager
+    manager = WindowManager(window, lag, track_timeout=3600.0, max_gap=3600.0, stride=stride)
+    visible = np.ones(keypoints.shape[1], bool)
+    taken = []
+    for i in range(len(pose)):
+        manager.push(1, i * PERIOD_NS, keypoints[i], visible, pose[i], payload=i)
+        ready, skipped = manager.take_ready()
+        if skipped:
+            raise AssertionError(f"a worker that keeps up skipped {skipped} frame(s)")
+        taken += ready
+    published = {}
+    for first in range(0, len(taken), batch_size):
+        chunk = taken[first:first + batch_size]
+        refined = refine_windows(np.stack([w.keypoints_2d for w in chunk]),
+                                 np.stack([w.pose_3d for w in chunk]))
+        for w, out in zip(chunk, refined):       # in the order they were taken
+            frames, uncovered = manager.complete(w, out)
+            if uncovered:
+                raise AssertionError(f"{uncovered} frame(s) published without a window")
+            published.update({frame.payload: value for frame, value in frames})
+    return published, len(taken)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    import numpy as np
+
+    from d3p_model.data.predictions import PredictionsFormatError, load_predictions
+    from d3p_model.refiner import default_model_dir
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    try:
+        predictions = load_predictions(args.predictions)
+    except PredictionsFormatError as err:
+        print(f"streaming_accuracy: {err} (the test set: `d3p predict --setting sh2d --split "
+              "test`)", file=sys.stderr)
+        return 2
+    keys = sorted(k for k, s in predictions.items() if s.ground_truth_3d is not None)
+    keys = keys[::args.sequence_stride][:2 if args.quick else None]
+    if not keys:
+        print("streaming_accuracy: no sequence with ground_truth_3d", file=sys.stderr)
+        return 2
+    from d3p_model.model_files import read_model_spec
+    steps = int(read_model_spec(model_dir)["steps"])         # the model's K
+    refiner, providers = common.load_refiner(args.backend, model_dir, steps=steps,
+                                             device="cpu", threads=args.threads)
+    window, model_stride = int(refiner.window), int(refiner.stride)
+    modes = [parse_mode(m, window, model_stride) for m in args.modes]
+
+    def refine_windows(kp, pose):
+        return refiner.refine_windows(kp, pose)
+
+    sums = {m["name"]: {"frames": 0, "lifter": 0.0, "stream": 0.0, "offline": 0.0,
+                        "windows": 0, "published": 0} for m in modes}
+    total_frames, started = 0, time.perf_counter()
+    for n, key in enumerate(keys):
+        seq = predictions.sequences[key]
+        keypoints = seq.keypoints_normalised()
+        pose = seq.pose_3d - seq.pose_3d[:, :1]
+        truth = seq.ground_truth_3d - seq.ground_truth_3d[:, :1]
+        offline = refiner.refine_sequence(keypoints, pose)
+        total_frames += len(pose)
+        for mode in modes:
+            published, windows = stream(refine_windows, keypoints, pose, window, mode["lag"],
+                                        mode["stride"], args.batch_size)
+            frames = np.array(sorted(published))
+            streamed = np.stack([published[i] for i in frames])
+            def error(estimate):     # summed per-frame MPJPE, mm
+                return 1000 * float(np.linalg.norm(estimate - truth[frames], axis=-1)
+                                    .mean(axis=-1).sum())
+            s = sums[mode["name"]]
+            s["frames"] += len(frames)
+            s["lifter"] += error(pose[frames])
+            s["stream"] += error(streamed)
+            s["offline"] += error(offline[frames])
+            s["windows"] += windows
+            s["published"] += len(frames)
+        print(f"[{n + 1}/{len(keys)}] {key}: {len(pose)} frames, "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
+
+    rows = []
+    for mode in modes:
+        s = sums[mode["name"]]
+        frames = max(s["frames"], 1)
+        rows.append({
+            "mode": mode["name"], "lag_frames": mode["lag"], "stride": mode["stride"],
+            "latency_frames": [mode["lag"], mode["lag"] + mode["stride"] - 1],
+            "frames_published": s["published"], "frames_total": total_frames,
+            "published_share": round(s["published"] / total_frames, 4),
+            "windows_per_frame": round(s["windows"] / total_frames, 4),
+            "lifter_mpjpe_mm": round(s["lifter"] / frames, 3),
+            "stream_mpjpe_mm": round(s["stream"] / frames, 3),
+            "offline_mpjpe_mm": round(s["offline"] / frames, 3),
+            "stream_minus_offline_mm": round((s["stream"] - s["offline"]) / frames, 3),
+        })
+    payload = {
+        "benchmark": NAME,
+        "settings": {"predictions": str(args.predictions), "model": str(model_dir),
+                     "window": window, "model_stride": model_stride, "steps": steps,
+                     "backend": args.backend, "providers": providers,
+                     "sequences": len(keys), "sequence_stride": args.sequence_stride,
+                     "quick": bool(args.quick)},
+        "machine": common.machine_description(),
+        "results": rows,
+    }
+    table = common.markdown_table(
+        ["mode", "latency (frames)", "windows / frame", "published", "lifter", "stream",
+         "offline (same frames)", "stream - offline"],
+        [[r["mode"], f"{r['latency_frames'][0]}-{r['latency_frames'][1]}"
+          if r["latency_frames"][0] != r["latency_frames"][1] else str(r["latency_frames"][0]),
+          f"{r['windows_per_frame']:.3f}", f"{100 * r['published_share']:.1f}%",
+          f"{r['lifter_mpjpe_mm']:.2f}", f"{r['stream_mpjpe_mm']:.2f}",
+          f"{r['offline_mpjpe_mm']:.2f}", f"{r['stream_minus_offline_mm']:+.2f}"] for r in rows])
+    markdown = (f"# Streaming against offline refinement (streaming_accuracy.py)\n\n"
+                f"Model {model_dir.name if model_dir.name != 'model' else model_dir.parent.name} "
+                f"(T = {window}, K = {steps}, offline stride {model_stride}), "
+                f"{len(keys)} sequences (every {args.sequence_stride}th of "
+                f"{Path(args.predictions).name}), {total_frames} frames. MPJPE in mm, frame "
+                "mean over the frames each mode published; offline = `refine_sequence` on the "
+                "same frames. Latency: frames between a frame's arrival and its output.\n\n"
+                f"{table}\n\n{common.machine_line(payload['machine'])}\n")
+    common.write_results(args.output_dir, NAME, payload, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
