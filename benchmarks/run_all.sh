@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The published performance numbers (docs/performance.md), in order, on an idle machine.
-# Writes benchmarks/results/*.json + *.md. About 45 minutes on 2 cores; needs the cached
-# Human3.6M test predictions for the offline run (`d3p predict`, docs/lifter.md).
+# Writes benchmarks/results/*.json + *.md. About 30 minutes on 2 cores; needs the cached
+# Human3.6M test predictions for the offline and streaming runs (`d3p predict --setting sh2d
+# --split test`, docs/lifter.md). The shipped model's T and K (T = 27, K = 2); T = 81 rows
+# for comparison. CUDA rows are skipped, with the reason, where there is no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
-$py benchmarks/refine_latency.py                       # T x K x backend x threads x people
-$py benchmarks/hardware_limit.py                       # reads refine_latency.json
-$py benchmarks/node_latency.py --matrix                # the node over DDS, 50 Hz, T=81, K=2
-# offline: every test sequence, non-overlapping windows, two one-thread processes
-# (on 2 cores they beat one two-thread process: see docs/performance.md)
-$py benchmarks/offline_throughput.py --windows 81 27 --backends onnx torch \
-    --overlap-divisor 0 --processes 2 --threads 1
+# one call: T x backend x threads x people (CPU, and CUDA where present)
+$py benchmarks/refine_latency.py --windows 27 81 --steps 2 --devices cpu cuda
+$py benchmarks/hardware_limit.py --windows 27 81 --steps 2      # reads refine_latency.json
+# the node over DDS at 50 Hz: one person causal, ten people lagged (streamed windows)
+$py benchmarks/node_latency.py --people 1 --backends onnx torch --threads 1 2
+$py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threads 1 2 \
+    --name node_latency_lagged
+# offline: every test sequence, the model's stride (9: the published accuracy) and
+# non-overlapping windows (27), two one-thread processes
+$py benchmarks/offline_throughput.py --windows 27 --backends onnx --overlap-divisor 3 \
+    --processes 2 --threads 1
+# what streaming costs in accuracy against offline refinement (every 8th test sequence)
+$py benchmarks/streaming_accuracy.py

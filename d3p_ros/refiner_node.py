@@ -309,6 +309,9 @@ class RefinerNode(LifecycleNode):
             values.update({k: v for k, v in changed.items() if k in values})
             error = lag_error(values["mode"], values["lag_frames"], self.backend.window)
             errors += [error] if error else []
+        if self.backend is not None and changed.get("stride"):
+            error = stride_error(changed["stride"], self.backend.window)
+            errors += [error] if error else []
         if errors:
             return SetParametersResult(successful=False, reason="; ".join(errors))
         if self._active and set(changed) & set(PARAMETERS):

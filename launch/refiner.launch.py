@@ -31,6 +31,7 @@ OVERRIDES = {
     "output_topic": (str, "refined Skeleton3DArray topic"),
     "mode": (str, "causal | lagged"),
     "lag_frames": (int, "lagged mode look-ahead in frames (0: half the window)"),
+    "stride": (int, "lagged mode: frames between one person's windows (0: the model's)"),
     "autostart": (bool, "configure and activate without a lifecycle manager"),
 }
 

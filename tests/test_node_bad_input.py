@@ -107,6 +107,8 @@ def test_invalid_parameter_on_the_active_node_is_rejected_with_the_reason(node):
     assert not ok and "topic" in reason
     ok, reason = set_parameters(node, lag_frames=10_000, mode="lagged")
     assert not ok and "window" in reason
+    ok, reason = set_parameters(node, stride=10_000)
+    assert not ok and "stride" in reason and "window" in reason
     assert set_parameters(node, warn_throttle=5.0) == (True, "")    # valid: accepted
     assert node.alive()
 

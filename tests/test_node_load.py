@@ -347,7 +347,7 @@ def test_node_latency_benchmark_quick_run(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     payload = json.loads((tmp_path / "node_latency.json").read_text())
     (row,) = payload["results"]
-    assert (row["people"], row["backend"], row["threads"], row["window"]) == (1, "torch", 1, 9)
+    assert (row["people"], row["backend"], row["threads"], row["window"]) == (1, "onnx", 1, 9)
     assert row["input_frames"] == 100
     assert row["output_frames"] + row["dropped_frames"] == row["input_frames"]
     assert row["output_frames"] > 0 and row["node_skipped_behind"] is not None
@@ -357,7 +357,31 @@ def test_node_latency_benchmark_quick_run(tmp_path):
     assert payload["machine"]["cpu_model"] and payload["machine"]["versions"]["torch"]
     assert payload["benchmark"] == "node_latency" and payload["settings"]["seconds"] == 2
     markdown = (tmp_path / "node_latency.md").read_text()
-    assert markdown.startswith("# ") and "| 1 | torch | 1 |" in markdown
+    assert markdown.startswith("# ") and "| 1 | onnx | 1 |" in markdown
+    assert row["mode"] == "causal" and row["max_lag_ms"] == 0 and row["latency_budget_ms"] == 10
+
+
+def test_node_latency_benchmark_lagged_quick_run(tmp_path):
+    """Lagged mode with a stride: every person-frame is timed, the lag it waited is stated
+    (L + S - 1 frames) and the budget is that lag + 40 ms."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "node_latency.py"), "--quick", "--people", "2",
+         "--mode", "lagged", "--lag-frames", "4", "--stride", "3", "--name", "lagged",
+         "--model", str(ensure_demo_model()), "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=repo)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "lagged.json").read_text())["results"]
+    assert (row["mode"], row["lag_frames"], row["stride"]) == ("lagged", 4, 3)
+    assert row["max_lag_ms"] == pytest.approx(1000 * (4 + 3 - 1) / 50)
+    assert row["latency_budget_ms"] == pytest.approx(row["max_lag_ms"] + 40)
+    # a frame's output cannot come before its look-ahead has arrived
+    assert row["latency_ms"]["p50"] >= 1000 * 4 / 50 - 5
+    assert row["output_skeletons"] + row["dropped_skeletons"] == row["input_skeletons"]
 
 
 def test_diagnostics_warn_while_frames_are_skipped():

@@ -200,10 +200,13 @@ def test_published_models_are_the_retrained_ones():
         if name is None:
             assert results_refiner.NO_MODEL[(setting, window)]
             continue
-        assert name == f"h36m_{setting}_t{window}_keep"
+        # T = 27: the 2D-consistency models; T = 81: the _keep recipe
+        assert name == f"h36m_{setting}_t{window}_{'reproj' if window == 27 else 'keep'}"
         assert (REPO / "d3p_model/configs" / f"{name}.yaml").is_file(), name
     assert results_refiner.main_run_name("gt2d", 81) is None
-    assert results_refiner.main_run_name("sh2d", 27) == "h36m_sh2d_t27_keep"
+    assert results_refiner.main_run_name("sh2d", 27) == "h36m_sh2d_t27_reproj"
+    from d3p_model.refiner import DEFAULT_MODEL
+    assert results_refiner.main_run_name("sh2d", 27) == DEFAULT_MODEL
 
 
 def _result(per_action: dict) -> dict:

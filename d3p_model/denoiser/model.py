@@ -64,7 +64,7 @@ def reprojection_residual(pose: torch.Tensor, keypoints_2d: torch.Tensor) -> tor
     (keypoints - c) / s - pose_xy, i.e. where the keypoint says the joint is, minus where the
     pose puts it, in the pose's own units.
     """
-    xy = pose[..., :2]
+    xy = pose.split([2, 1], dim=-1)[0]      # split, not slice: no Slice node in the export
     xy_centred = xy - xy.mean(dim=-2, keepdim=True)
     kp_centred = keypoints_2d - keypoints_2d.mean(dim=-2, keepdim=True)
     spread = (xy_centred * xy_centred).sum(dim=(-2, -1), keepdim=True)
