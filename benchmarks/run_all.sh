@@ -18,5 +18,5 @@ $py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threa
 # non-overlapping windows (27), two one-thread processes
 $py benchmarks/offline_throughput.py --windows 27 --backends onnx --overlap-divisor 3 \
     --processes 2 --threads 1
-# what streaming costs in accuracy against offline refinement (every 8th test sequence)
-$py benchmarks/streaming_accuracy.py
+# what streaming costs in accuracy against offline refinement (every 16th test sequence)
+$py benchmarks/streaming_accuracy.py --sequence-stride 16
