@@ -222,3 +222,25 @@ def test_hardware_limit_quick(tmp_path):
     ort_ops = {e["op"] for e in payload["profiles"]["onnxruntime"]["entries"]}
     assert "MatMul" in ort_ops
     assert "Profile: torch" in markdown and "of peak" in markdown
+
+
+def test_streaming_accuracy_quick(tmp_path, small_predictions):
+    """The node's window logic against offline refinement on generated data: lagged mode at
+    lag T - 1 equals offline on every frame it publishes; causal publishes every frame."""
+    out = tmp_path / "results"
+    completed = run_script("streaming_accuracy.py", "--quick", "--sequence-stride", 1,
+                           "--modes", "causal", "lagged:26", "lagged:13:3",
+                           "--backend", "torch", "--threads", 1,
+                           "--predictions", small_predictions, "--output-dir", out)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(out, "streaming_accuracy")
+    rows = {r["mode"]: r for r in payload["results"]}
+    causal, parity, strided = rows["causal"], rows["lagged L=26 s=9"], rows["lagged L=13 s=3"]
+    assert causal["published_share"] == 1.0 and causal["windows_per_frame"] == 1.0
+    assert causal["latency_frames"] == [0, 0]
+    # 70 frames: lag 26 publishes frames 0-36, which no end-aligned offline window touches,
+    # so stream and offline agree exactly there
+    assert abs(parity["stream_minus_offline_mm"]) < 1e-3
+    assert strided["latency_frames"] == [13, 15] and strided["published_share"] < 1.0
+    assert all(r["frames_total"] == 140 for r in rows.values())
+    assert "stream - offline" in markdown
