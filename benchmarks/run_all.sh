@@ -2,18 +2,19 @@
 # The published performance numbers (docs/performance.md), in order, on an idle machine.
 # Writes benchmarks/results/*.json + *.md. About 30 minutes on 2 cores; needs the cached
 # Human3.6M test predictions for the offline and streaming runs (`d3p predict --setting sh2d
-# --split test`, docs/lifter.md). The shipped model's T and K (T = 27, K = 2); T = 81 rows
-# for comparison. CUDA rows are skipped, with the reason, where there is no GPU.
+# --split test`, docs/lifter.md). The shipped model's T and K (T = 27, K = 2). CUDA rows are
+# skipped, with the reason, where there is no GPU. These are the commands behind the
+# numbers of docs/performance.md, "Streaming (issue 15)".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 # one call: T x backend x threads x people (CPU, and CUDA where present)
-$py benchmarks/refine_latency.py --windows 27 81 --steps 2 --devices cpu cuda
-$py benchmarks/hardware_limit.py --windows 27 81 --steps 2      # reads refine_latency.json
+$py benchmarks/refine_latency.py --windows 27 --steps 2 --devices cpu cuda --seconds-per-cell 3
+$py benchmarks/hardware_limit.py --windows 27 --steps 2      # reads refine_latency.json
 # the node over DDS at 50 Hz: one person causal, ten people lagged (streamed windows)
-$py benchmarks/node_latency.py --people 1 --backends onnx torch --threads 1 2
-$py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threads 1 2 \
-    --name node_latency_lagged
+$py benchmarks/node_latency.py --people 1 --backends onnx --threads 1 2 --seconds 15
+$py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threads 1 \
+    --seconds 15 --name node_latency_lagged
 # offline: every test sequence, the model's stride (9: the published accuracy) and
 # non-overlapping windows (27), two one-thread processes
 $py benchmarks/offline_throughput.py --windows 27 --backends onnx --overlap-divisor 3 \

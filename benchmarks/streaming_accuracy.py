@@ -120,9 +120,6 @@ def main(argv=None) -> int:
     window, model_stride = int(refiner.window), int(refiner.stride)
     modes = [parse_mode(m, window, model_stride) for m in args.modes]
 
-    def refine_windows(kp, pose):
-        return refiner.refine_windows(kp, pose)
-
     sums = {m["name"]: {"frames": 0, "lifter": 0.0, "stream": 0.0, "offline": 0.0,
                         "windows": 0, "published": 0} for m in modes}
     total_frames, started = 0, time.perf_counter()
@@ -134,7 +131,7 @@ def main(argv=None) -> int:
         offline = refiner.refine_sequence(keypoints, pose)
         total_frames += len(pose)
         for mode in modes:
-            published, windows = stream(refine_windows, keypoints, pose, window, mode["lag"],
+            published, windows = stream(refiner.refine_windows, keypoints, pose, window, mode["lag"],
                                         mode["stride"], args.batch_size)
             frames = np.array(sorted(published))
             streamed = np.stack([published[i] for i in frames])

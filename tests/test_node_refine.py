@@ -65,6 +65,17 @@ def mpjpe(a, b):
     return float(np.linalg.norm(a - b, axis=-1).mean())
 
 
+def lifter_and_refined_errors(rows, sample, start):
+    """Per output skeleton: MPJPE of the lifter's input and of the refined output."""
+    before, after = [], []
+    for stamp, _, track_id, positions, _, _ in rows:
+        i = (stamp - start) // PERIOD_NS
+        seq = sample[track_id - 1]
+        before.append(mpjpe(seq.pose_3d[i], seq.ground_truth_3d[i]))
+        after.append(mpjpe(positions, seq.ground_truth_3d[i]))
+    return before, after
+
+
 @pytest.fixture(scope="module")
 def causal_run(harness_factory, sample):
     h = harness_factory("causal")
@@ -77,12 +88,7 @@ def test_refined_closer_to_ground_truth(causal_run, sample):
     h, start = causal_run
     rows = output_people(h.outputs)
     assert len(rows) == 2 * sample[0].num_frames, h.log()
-    before, after = [], []
-    for stamp, _, track_id, positions, _, _ in rows:
-        i = (stamp - start) // PERIOD_NS
-        seq = sample[track_id - 1]
-        before.append(mpjpe(seq.pose_3d[i], seq.ground_truth_3d[i]))
-        after.append(mpjpe(positions, seq.ground_truth_3d[i]))
+    before, after = lifter_and_refined_errors(rows, sample, start)
     assert np.mean(after) < 0.9 * np.mean(before), (np.mean(before), np.mean(after))
     assert all_finite(h.outputs)
 
@@ -175,12 +181,7 @@ def test_streamed_lagged_mode_publishes_each_frame_once_from_a_window_every_stri
     assert int(values["published_skeletons"]) == 51 and int(values.get("skipped_behind", 0)) == 0
     # the two people's windows are staggered: one person per call, 2 calls per 3 frames
     assert int(values["inference_batches"]) == 2 * len(range(4, 30, 3))
-    before, after = [], []
-    for stamp, _, track_id, positions, _, _ in rows:
-        i = (stamp - start) // PERIOD_NS
-        seq = sample[track_id - 1]
-        before.append(mpjpe(seq.pose_3d[i], seq.ground_truth_3d[i]))
-        after.append(mpjpe(positions, seq.ground_truth_3d[i]))
+    before, after = lifter_and_refined_errors(rows, sample, start)
     assert np.mean(after) < 0.9 * np.mean(before), (np.mean(before), np.mean(after))
     assert all_finite(h.outputs)
 
