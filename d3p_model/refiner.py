@@ -23,6 +23,7 @@ from .model_files import (CND_FILE, FORMAT, MODEL_FILE, VERSION, WEIGHTS_FILE,  
                           D3PModelError, read_model_spec)
 from .diffusion.schedule import DEFAULT_OFFSET, DEFAULT_TIMESTEPS, cosine_alpha_bar
 from .skeleton import NUM_JOINTS, ROOT
+from .trust import SPEC_KEY as THRESHOLD_KEY, threshold_from_spec
 
 # The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode),
 # retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
@@ -50,7 +51,8 @@ class D3PRefiner:
     def __init__(self, denoiser: PoseDenoiser, cnd: ConditionalNoiseModel, *, steps: int = 2,
                  diffusion: bool = True, timesteps: int = DEFAULT_TIMESTEPS,
                  offset: float = DEFAULT_OFFSET, joint_uncertainty=None, info: dict | None = None,
-                 device="cpu", dtype=torch.float32, stride: int | None = None):
+                 device="cpu", dtype=torch.float32, stride: int | None = None,
+                 correction_threshold: float = 0.0):
         self.device = torch.device(device)
         self.dtype = dtype
         self.denoiser = denoiser.to(self.device, dtype).eval()
@@ -71,6 +73,10 @@ class D3PRefiner:
         self.stride = self.window if stride is None else int(stride)
         if not 1 <= self.stride <= self.window:
             raise ValueError(f"stride must be in 1..{self.window}, got {self.stride}")
+        # metres; refine_sequence soft-thresholds each joint's final correction by it
+        # (d3p_model/trust.py: what the network proposes on a correct skeleton is dropped)
+        self.correction_threshold = threshold_from_spec(
+            {THRESHOLD_KEY: 1000.0 * float(correction_threshold)})
 
     @property
     def window(self) -> int:
@@ -96,6 +102,7 @@ class D3PRefiner:
             stride = int(spec.get("stride", config.window))   # older models: no overlap
             if not 1 <= stride <= config.window:
                 raise ValueError(f"stride {stride} outside 1..{config.window}")
+            threshold = threshold_from_spec(spec)
         except (KeyError, TypeError, ValueError) as err:
             raise D3PModelError(f"{model_path}: bad or missing entry ({err!r})") from err
 
@@ -122,7 +129,8 @@ class D3PRefiner:
                                 f"{MODEL_FILE} ({err})") from err
         return cls(denoiser, cnd, steps=steps, diffusion=enabled, timesteps=timesteps,
                    offset=offset, joint_uncertainty=uncertainty, info=spec.get("info", {}),
-                   device=device, dtype=dtype, stride=stride)
+                   device=device, dtype=dtype, stride=stride,
+                   correction_threshold=threshold)
 
     def spec(self) -> dict:
         return {
@@ -132,6 +140,7 @@ class D3PRefiner:
                           "offset": self.offset},
             "steps": self.steps,
             "stride": self.stride,
+            THRESHOLD_KEY: round(1000.0 * self.correction_threshold, 6),
             # null marks an uncalibrated joint (a model that was never calibrated)
             "joint_uncertainty": [float(v) if np.isfinite(v) else None
                                   for v in self.joint_uncertainty],
@@ -175,7 +184,10 @@ class D3PRefiner:
         return refined.to("cpu", torch.float32).numpy()
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
-                        steps=None) -> np.ndarray:
+                        steps=None, correction_threshold=None) -> np.ndarray:
+        """correction_threshold: metres (None: the model's, 0: off)."""
         return refine_in_windows(lambda kp, pose: self.refine_windows(kp, pose, steps),
                                  keypoints_2d, pose_3d, self.window, NUM_JOINTS,
-                                 self.stride if stride is None else stride, batch_size)
+                                 self.stride if stride is None else stride, batch_size,
+                                 self.correction_threshold if correction_threshold is None
+                                 else correction_threshold)

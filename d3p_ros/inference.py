@@ -62,6 +62,7 @@ class RefinerBackend:
     window: int             # T frames per window
     steps: int              # DDIM steps used
     stride: int             # frames between windows the model was validated with (model.json)
+    correction_threshold: float   # metres, soft threshold on each joint's correction (model.json)
     joint_uncertainty: np.ndarray | None    # (17,) metres, None when the model has none
     model_dir: Path
 
@@ -101,6 +102,7 @@ class TorchBackend(RefinerBackend):
             raise ValueError(f"steps must be >= 0 (0 = the model's default), got {steps}")
         self.steps = int(steps) if steps > 0 else int(self._refiner.steps)
         self.stride = int(self._refiner.stride)
+        self.correction_threshold = float(self._refiner.correction_threshold)
         uncertainty = np.asarray(self._refiner.joint_uncertainty, dtype=np.float32)
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)
@@ -137,6 +139,7 @@ class OnnxBackend(RefinerBackend):
         self.window = self._refiner.window
         self.steps = self._refiner.steps
         self.stride = int(self._refiner.stride)
+        self.correction_threshold = float(self._refiner.correction_threshold)
         uncertainty = self._refiner.joint_uncertainty
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)

@@ -238,7 +238,7 @@ class RefinerNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {b.model_dir} (window {b.window}, {b.steps} steps), backend {b.name} "
             f"on {b.device} {b.precision}, mode {p['mode']} (lag {self.lag} frames, stride "
-            f"{self.stride}), "
+            f"{self.stride}), correction threshold {1000.0 * b.correction_threshold:g} mm, "
             f"synchroniser {self.sync.backend}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -562,7 +562,8 @@ class RefinerNode(LifecycleNode):
                 self._warn("dropped_non_finite_output",
                            f"track {window.track_id}: model output not finite, dropped")
                 continue
-            published, uncovered = self.windows.complete(window, poses_out)
+            published, uncovered = self.windows.complete(
+                window, poses_out, self.backend.correction_threshold)
             if uncovered:
                 self.stats.count("skipped_behind", uncovered)
             for frame, out in published:
@@ -632,6 +633,8 @@ class RefinerNode(LifecycleNode):
             "mode": p["mode"],
             "lag_frames": self.lag,
             "stride": self.stride,
+            "correction_threshold_mm": (round(1000.0 * b.correction_threshold, 3)
+                                        if b is not None else ""),
             "tracks": tracks,
             "window_fill": fill,
             "synchronizer": self.sync.backend if self.sync else "",

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from d3p_model.trust import limit_corrections
+
 PRUNE_FRAMES = 3    # a track is stale only when this many consecutive frames say so
 
 
@@ -255,10 +257,13 @@ class WindowManager:
         return windows, skipped
 
     @staticmethod
-    def complete(window: ReadyWindow, refined: np.ndarray) -> tuple[list, int]:
+    def complete(window: ReadyWindow, refined: np.ndarray,
+                 correction_threshold: float = 0.0) -> tuple[list, int]:
         """Blend a refined (T, 17, 3) window into its frames; returns [(frame, pose)] for the
-        frames it publishes (the mean of every window that covered each), and how many of
-        them no refined window covered (skipped: their window was superseded)."""
+        frames it publishes (the mean of every window that covered each, each joint's
+        correction then soft-thresholded by `correction_threshold` metres, as `d3p refine`
+        does: d3p_model/trust.py), and how many of them no refined window covered (skipped:
+        their window was superseded)."""
         refined = np.asarray(refined, dtype=np.float64)
         for position, frame in enumerate(window.frames, start=window.pad):
             if frame.published:
@@ -271,7 +276,9 @@ class WindowManager:
         out, skipped = [], 0
         for frame in window.publish:
             if frame.refined_count:
-                out.append((frame, (frame.refined_sum / frame.refined_count).astype(np.float32)))
+                blended = (frame.refined_sum / frame.refined_count).astype(np.float32)
+                out.append((frame, limit_corrections(frame.pose_3d, blended,
+                                                     correction_threshold)))
             else:
                 skipped += 1
             frame.published, frame.refined_sum = True, None   # later windows leave it be

@@ -1,29 +1,38 @@
 #!/usr/bin/env python3
-"""Choose the shipped refiner and its inference stride on the VALIDATION split only.
+"""Choose the shipped refiner, its inference stride and its correction threshold on the
+VALIDATION split only.
 
     .venv/bin/python scripts/choose_default.py MODEL_NAME [MODEL_NAME ...] \
-        [--strides 27 9] [--sequence-stride 2] [--apply]
+        [--strides 27 9] [--thresholds 0 2 4 ...] [--sequence-stride 2] [--apply]
 
 For each candidate (d3p_model/models/refiner/<name>/model) it takes the validation sequences
 its training held out (model.json info.training.validation_keys: takes of the training
 subjects, never S9/S11) from its own training file, and measures
   - MPJPE of the lifter's outputs and of the refined ones at each inference stride,
-  - do no harm on the ground truth of those sequences (clean, i.i.d. 10/20 mm, offset).
-A candidate qualifies when it improves every noisy do-no-harm case and the lifter's output;
-the default is the qualified candidate with the lowest refined validation MPJPE, at its best
-stride. --apply writes each candidate's best validation stride into its model.json (an
-inference setting). Setting DEFAULT_MODEL in d3p_model/refiner.py is left to the person who
-reads the table.
+  - at the best stride, for each correction threshold (d3p_model/trust.py: each joint's
+    final correction soft-thresholded by that many mm; it acts after the windows are
+    blended, so one refinement serves every threshold), the refined MPJPE and do no harm on
+    the ground truth of those sequences (clean, i.i.d. 10/20 mm, offset).
+A (candidate, threshold) qualifies when it improves every noisy do-no-harm case and the
+lifter's output; each candidate gets the qualified threshold with the lowest refined
+validation MPJPE (none qualifies: the one failing the fewest cases, then the lowest error),
+and the default is the qualified candidate with the lowest refined validation MPJPE.
+--apply writes each candidate's stride and threshold into its model.json (inference
+settings: the weights and their ONNX export do not change). Setting DEFAULT_MODEL in
+d3p_model/refiner.py is left to the person who reads the table.
 Writes docs/results/<--name, default default_choice>.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
 from pathlib import Path
+
+import numpy as np
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +45,10 @@ from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  
 from d3p_model.refiner import D3PRefiner  # noqa: E402
 from d3p_model.skeleton import ROOT  # noqa: E402
 from d3p_model.train.config import resolve_data_path  # noqa: E402
+from d3p_model.trust import SPEC_KEY as THRESHOLD_KEY, limit_corrections  # noqa: E402
 
 MODELS = REPO_ROOT / "d3p_model" / "models" / "refiner"
+THRESHOLDS_MM = [0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0]
 REUSED = " (rows reused from: "     # how a command names the earlier runs it took rows from
 
 
@@ -55,36 +66,66 @@ def validation_sequences(refiner: D3PRefiner, every: int):
                seq.ground_truth_3d - seq.ground_truth_3d[:, ROOT:ROOT + 1])
 
 
-def assess(name: str, strides, every: int) -> dict:
+def assess(name: str, strides, every: int, thresholds_mm=(0.0,)) -> dict:
     refiner = D3PRefiner.load(MODELS / name / "model")
     sequences = list(validation_sequences(refiner, every))
     frames = sum(s[2].shape[0] for s in sequences)
     lifter = sum(mpjpe_mm(pose, truth) * len(pose) for _, _, pose, truth in sequences) / frames
-    by_stride = {}
+    by_stride, outputs = {}, {}
     for stride in strides:
         stride = min(stride, refiner.window)
-        total = sum(mpjpe_mm(refiner.refine_sequence(kp, pose, stride=stride), truth) * len(pose)
-                    for _, kp, pose, truth in sequences)
-        by_stride[stride] = total / frames
+        outputs[stride] = [refiner.refine_sequence(kp, pose, stride=stride,
+                                                   correction_threshold=0.0)
+                           for _, kp, pose, _ in sequences]
+        by_stride[stride] = sum(mpjpe_mm(out, truth) * len(out) for out, (*_, truth)
+                                in zip(outputs[stride], sequences)) / frames
         print(f"{name} stride {stride}: {lifter:.2f} -> {by_stride[stride]:.2f} mm", flush=True)
     best = min(by_stride, key=by_stride.get)
-    harm = evaluate_do_no_harm(lambda kp, pose: refiner.refine_sequence(kp, pose, stride=best),
-                               ((k, kp, truth) for k, kp, _, truth in sequences))
-    failures = harm_failures(harm)
+    unthresholded = {}   # do-no-harm inputs -> their refinement at threshold 0
+
+    def refine_case(kp, pose):
+        digest = hashlib.sha1(np.ascontiguousarray(pose).tobytes()).hexdigest()
+        if digest not in unthresholded:
+            unthresholded[digest] = refiner.refine_sequence(kp, pose, stride=best,
+                                                            correction_threshold=0.0)
+        return unthresholded[digest]
+
+    by_threshold = {}
+    for mm in thresholds_mm:
+        limit = lambda pose, out: limit_corrections(  # noqa: E731
+            pose - pose[:, ROOT:ROOT + 1], out, mm / 1000.0)
+        refined = sum(mpjpe_mm(limit(pose, out), truth) * len(out) for out, (_, _, pose, truth)
+                      in zip(outputs[best], sequences)) / frames
+        harm = evaluate_do_no_harm(lambda kp, pose: limit(pose, refine_case(kp, pose)),
+                                   ((k, kp, truth) for k, kp, _, truth in sequences))
+        failures = harm_failures(harm)
+        by_threshold[float(mm)] = {"refined_mm": refined, "do_no_harm": harm,
+                                   "harmed": failures,
+                                   "qualifies": not failures and refined < lifter}
+        print(f"{name} stride {best} threshold {mm:g} mm: {lifter:.2f} -> {refined:.2f} mm, "
+              f"harmed {failures}", flush=True)
+    chosen = min(by_threshold, key=lambda mm: (not by_threshold[mm]["qualifies"],
+                                               len(by_threshold[mm]["harmed"]),
+                                               by_threshold[mm]["refined_mm"]))
+    row = by_threshold[chosen]
     return {"name": name, "sequences": len(sequences), "frames": frames,
             "lifter_mm": lifter, "refined_mm_by_stride": by_stride, "best_stride": best,
-            "do_no_harm": harm, "harmed": failures,
-            "qualifies": not failures and by_stride[best] < lifter}
+            "by_threshold": by_threshold, "best_threshold": chosen,
+            "refined_mm": row["refined_mm"], "do_no_harm": row["do_no_harm"],
+            "harmed": row["harmed"], "qualifies": row["qualifies"]}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model names under d3p_model/models/refiner/")
     parser.add_argument("--strides", type=int, nargs="+", default=[27, 9])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS_MM,
+                        metavar="MM", help="correction thresholds to try, mm (0: off)")
     parser.add_argument("--sequence-stride", type=int, default=2, metavar="K",
                         help="every K-th validation sequence (default 2)")
     parser.add_argument("--apply", action="store_true",
-                        help="write each candidate's best stride into its model.json")
+                        help="write each candidate's best stride and threshold into its "
+                             "model.json")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "results")
     parser.add_argument("--name", default="default_choice", help="output file stem")
     parser.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="JSON",
@@ -99,27 +140,28 @@ def main(argv=None) -> int:
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         rows, command = saved["rows"], saved["command"]
-        for r in rows:   # JSON keys are strings
-            r["refined_mm_by_stride"] = {int(k): v for k, v in r["refined_mm_by_stride"].items()}
+        for r in rows:
+            json_keys_to_numbers(r)
     else:
         earlier = reusable_rows(parser, args)
         rows = [earlier[name] if name in earlier else
-                assess(name, args.strides, args.sequence_stride) for name in args.models]
+                assess(name, args.strides, args.sequence_stride, args.thresholds)
+                for name in args.models]
         sources = sorted({earlier[name]["measured_by"] for name in args.models
                           if name in earlier})
         if sources:
             command += REUSED + "; ".join(sources) + ")"
     qualified = [r for r in rows if r["qualifies"]]
-    chosen = min(qualified, key=lambda r: r["refined_mm_by_stride"][r["best_stride"]]) \
-        if qualified else None
+    chosen = min(qualified, key=lambda r: r["refined_mm"]) if qualified else None
     # none qualifies: the least harmful (fewest failed cases, then the lowest validation
     # error) is what stays shipped, and the page says it fails
-    fallback = None if chosen else min(rows, key=lambda r: (
-        len(r["harmed"]), r["refined_mm_by_stride"][r["best_stride"]]))
+    fallback = None if chosen else min(rows, key=lambda r: (len(r["harmed"]), r["refined_mm"]))
     document = {"command": command, "rows": rows,
-                "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"]},
+                "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"],
+                                      THRESHOLD_KEY: chosen["best_threshold"]},
                 "least_harmful": fallback and {"name": fallback["name"],
                                                "stride": fallback["best_stride"],
+                                               THRESHOLD_KEY: fallback["best_threshold"],
                                                "harmed": fallback["harmed"]}}
     args.docs.mkdir(parents=True, exist_ok=True)
     (args.docs / f"{args.name}.json").write_text(json.dumps(document, indent=1) + "\n")
@@ -127,65 +169,89 @@ def main(argv=None) -> int:
     lines = ["# Choosing the shipped refiner (validation split only)", "",
              f"Generated by `{command}`. Each candidate's own validation sequences (takes of "
              "the training subjects held out from its training; never S9/S11), MPJPE in mm. "
-             "Do-no-harm columns: refined MPJPE of the ground truth fed as input (clean) and "
-             "with known errors; the input errors are given in the header.", ""]
+             "Refined at each inference stride without a correction threshold; then, at the "
+             "best stride, each correction threshold (d3p_model/trust.py). Do-no-harm "
+             "columns: refined MPJPE of the ground truth fed as input (clean) and with known "
+             "errors; the input errors are given in the header.", ""]
     cases = list(rows[0]["do_no_harm"])
     inputs = {c: rows[0]["do_no_harm"][c]["input_mm"] for c in cases}
+    harm_header = " | ".join(f"{c} ({inputs[c]:.1f})" for c in cases)
     lines.append("| model | lifter | " + " | ".join(f"refined, stride {s}" for s in strides)
-                 + " | " + " | ".join(f"{c} ({inputs[c]:.1f})" for c in cases)
-                 + " | qualifies |")
-    lines.append("| --- | ---: | " + " | ".join("---:" for _ in strides) + " | "
+                 + " | threshold (mm) | refined | " + harm_header + " | qualifies |")
+    lines.append("| --- | ---: | " + " | ".join("---:" for _ in strides) + " | ---: | ---: | "
                  + " | ".join("---:" for _ in cases) + " | --- |")
     for r in rows:
         refined = [f"{r['refined_mm_by_stride'][s]:.2f}" if s in r["refined_mm_by_stride"]
                    else "" for s in strides]
-        harm = [f"{r['do_no_harm'][c]['refined_mm']:.1f}" for c in cases]
-        verdict = "yes" if r["qualifies"] else "no (" + (", ".join(r["harmed"]) or
-                                                         "no gain") + ")"
-        lines.append(f"| {r['name']} | {r['lifter_mm']:.2f} | " + " | ".join(refined) + " | "
-                     + " | ".join(harm) + f" | {verdict} |")
-    lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']} "
-                   "(do-no-harm measured at that stride)." if chosen else
+        lines.append(f"| {r['name']} | {r['lifter_mm']:.2f} | " + " | ".join(refined)
+                     + f" | {r['best_threshold']:g} | {r['refined_mm']:.2f} | "
+                     + harm_cells(r, cases) + f" | {verdict(r)} |")
+    for r in rows:
+        lines += ["", f"`{r['name']}` at stride {r['best_stride']}, by correction threshold:", "",
+                  "| threshold (mm) | refined | " + harm_header + " | qualifies |",
+                  "| ---: | ---: | " + " | ".join("---:" for _ in cases) + " | --- |"]
+        for mm, t in sorted(r["by_threshold"].items()):
+            lines.append(f"| {mm:g} | {t['refined_mm']:.2f} | " + harm_cells(t, cases)
+                         + f" | {verdict(t)} |")
+    lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']}, "
+                   f"correction threshold {chosen['best_threshold']:g} mm." if chosen else
                    "No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
                    f"then the lowest validation error) is **{fallback['name']}** at stride "
-                   f"{fallback['best_stride']}; it still fails "
-                   f"{', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
+                   f"{fallback['best_stride']}, threshold {fallback['best_threshold']:g} mm; it "
+                   f"still fails {', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.apply:
         for r in rows:
-            apply_stride(r["name"], r["best_stride"])
+            apply_settings(r["name"], r["best_stride"], r["best_threshold"])
     return 0
+
+
+def harm_cells(row: dict, cases) -> str:
+    return " | ".join(f"{row['do_no_harm'][c]['refined_mm']:.1f}" for c in cases)
+
+
+def verdict(row: dict) -> str:
+    return "yes" if row["qualifies"] else "no (" + (", ".join(row["harmed"]) or "no gain") + ")"
+
+
+def json_keys_to_numbers(row: dict) -> None:
+    """JSON keys are strings: the strides and thresholds back to numbers."""
+    row["refined_mm_by_stride"] = {int(k): v for k, v in row["refined_mm_by_stride"].items()}
+    row["by_threshold"] = {float(k): v for k, v in row["by_threshold"].items()}
 
 
 def reusable_rows(parser: argparse.ArgumentParser, args) -> dict:
     """{model name: row} from earlier runs' JSON measured with these settings; each row
     remembers the command that measured it."""
     rows = {}
+    wanted = (args.strides, args.sequence_stride, [float(t) for t in args.thresholds])
     for path in args.reuse:
         saved = json.loads(path.read_text())
         saved_args = parser.parse_args(shlex.split(saved["command"].split(REUSED)[0])[1:])
-        if (saved_args.strides, saved_args.sequence_stride) != (args.strides,
-                                                                args.sequence_stride):
-            raise SystemExit(f"{path}: measured with --strides {saved_args.strides} "
-                             f"--sequence-stride {saved_args.sequence_stride}, not "
-                             f"{args.strides} / {args.sequence_stride}: cannot reuse")
+        measured = (saved_args.strides, saved_args.sequence_stride,
+                    [float(t) for t in saved_args.thresholds])
+        if measured != wanted or any("by_threshold" not in r for r in saved["rows"]):
+            raise SystemExit(f"{path}: measured with --strides {measured[0]} --sequence-stride "
+                             f"{measured[1]} --thresholds {measured[2]} (or before thresholds "
+                             f"existed), not {wanted[0]} / {wanted[1]} / {wanted[2]}: "
+                             "cannot reuse")
         for row in saved["rows"]:
-            row["refined_mm_by_stride"] = {int(k): v for k, v in
-                                           row["refined_mm_by_stride"].items()}
+            json_keys_to_numbers(row)
             row.setdefault("measured_by", saved["command"].split(REUSED)[0])
             rows[row["name"]] = row
     return rows
 
 
-def apply_stride(name: str, stride: int) -> None:
-    """Write a model's best validation stride into its model.json (an inference setting: the
-    weights and their ONNX export do not change)."""
+def apply_settings(name: str, stride: int, threshold_mm: float) -> None:
+    """Write a model's best validation stride and correction threshold into its model.json
+    (inference settings: the weights and their ONNX export do not change)."""
     spec_path = MODELS / name / "model" / "model.json"
     spec = json.loads(spec_path.read_text())
     spec["stride"] = int(stride)
+    spec[THRESHOLD_KEY] = float(threshold_mm)
     spec_path.write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
-    print(f"wrote stride {stride} into {spec_path}")
+    print(f"wrote stride {stride}, {THRESHOLD_KEY} {threshold_mm:g} into {spec_path}")
 
 
 if __name__ == "__main__":

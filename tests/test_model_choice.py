@@ -53,7 +53,7 @@ def models(tmp_path_factory):
 
 def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkeypatch):
     monkeypatch.setattr(choose_default, "MODELS", models)
-    row = choose_default.assess("identity", [5, 2], every=1)
+    row = choose_default.assess("identity", [5, 2], every=1, thresholds_mm=[0.0, 3.0])
     assert row["refined_mm_by_stride"][5] == pytest.approx(row["lifter_mm"], abs=1e-3)
     assert set(row["harmed"]) == {"iid_10mm", "iid_20mm", "offset_30mm"}
     assert not row["qualifies"]
@@ -74,40 +74,68 @@ def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkey
     assert (tmp_path / "default_choice.md").read_text() == page
 
 
+def fake_row(name, lifter, by_stride, harmed, threshold=0.0):
+    """What assess() returns, for a candidate measured at one threshold."""
+    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
+    best = min(by_stride, key=by_stride.get)
+    qualifies = not harmed and by_stride[best] < lifter
+    at = {"refined_mm": by_stride[best], "do_no_harm": harm, "harmed": harmed,
+          "qualifies": qualifies}
+    return {"name": name, "lifter_mm": lifter, "refined_mm_by_stride": by_stride,
+            "best_stride": best, "by_threshold": {threshold: at}, "best_threshold": threshold,
+            **at}
+
+
 def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp_path,
                                                                      monkeypatch):
     monkeypatch.setattr(choose_default, "MODELS", models)
-    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
-    fake = {"cand": (30.0, {5: 28.0, 2: 27.0}, []),          # qualifies, best at stride 2
-            "cand_depth6": (30.0, {5: 20.0, 2: 21.0}, ["iid_10mm"]),   # lower but harms
-            "identity": (30.0, {5: 30.0, 2: 30.0}, [])}      # no gain
-    monkeypatch.setattr(choose_default, "assess", lambda name, strides, every: {
-        "name": name, "lifter_mm": fake[name][0], "refined_mm_by_stride": fake[name][1],
-        "best_stride": min(fake[name][1], key=fake[name][1].get), "do_no_harm": harm,
-        "harmed": fake[name][2],
-        "qualifies": not fake[name][2] and min(fake[name][1].values()) < fake[name][0]})
+    fake = {"cand": (30.0, {5: 28.0, 2: 27.0}, [], 4.0),     # qualifies, best at stride 2
+            "cand_depth6": (30.0, {5: 20.0, 2: 21.0}, ["iid_10mm"], 0.0),  # lower but harms
+            "identity": (30.0, {5: 30.0, 2: 30.0}, [], 0.0)}      # no gain
+    monkeypatch.setattr(choose_default, "assess", lambda name, strides, every, thresholds:
+                        fake_row(name, *fake[name]))
     choose_default.main(["cand", "cand_depth6", "identity", "--docs", str(tmp_path), "--apply"])
     assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] == \
-        {"name": "cand", "stride": 2}
-    assert json.loads((models / "cand" / "model" / "model.json").read_text())["stride"] == 2
+        {"name": "cand", "stride": 2, "correction_threshold_mm": 4.0}
+    spec = json.loads((models / "cand" / "model" / "model.json").read_text())
+    assert (spec["stride"], spec["correction_threshold_mm"]) == (2, 4.0)
     # every candidate gets its own best validation stride, chosen or not
     assert json.loads((models / "cand_depth6" / "model" / "model.json").read_text())["stride"] == 5
     from d3p_model.refiner import D3PRefiner
-    assert D3PRefiner.load(models / "cand" / "model").stride == 2
+    loaded = D3PRefiner.load(models / "cand" / "model")
+    assert (loaded.stride, loaded.correction_threshold) == (2, pytest.approx(0.004))
+
+
+def test_the_threshold_that_passes_do_no_harm_is_chosen(models, tmp_path, monkeypatch):
+    """An over-eager refiner (the trained candidate, proposing corrections on a correct
+    skeleton) against thresholds: each threshold's figures come from one refinement, the
+    chosen one qualifies if any does, and threshold 0 is exactly the raw refiner."""
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    row = choose_default.assess("cand", [5], every=1, thresholds_mm=[0.0, 5.0, 1000.0])
+    raw, huge = row["by_threshold"][0.0], row["by_threshold"][1000.0]
+    assert raw["refined_mm"] == pytest.approx(row["refined_mm_by_stride"][5])
+    # a threshold beyond any correction returns the input: no gain, nothing qualifies
+    assert huge["refined_mm"] == pytest.approx(row["lifter_mm"], abs=1e-3)
+    assert huge["do_no_harm"]["clean"]["refined_mm"] == pytest.approx(0.0, abs=1e-3)
+    assert not huge["qualifies"]
+    assert raw["do_no_harm"]["clean"]["refined_mm"] > \
+        row["by_threshold"][5.0]["do_no_harm"]["clean"]["refined_mm"]
+    qualified = [mm for mm, t in row["by_threshold"].items() if t["qualifies"]]
+    if qualified:
+        assert row["qualifies"] and row["best_threshold"] in qualified
+    else:
+        fewest = min(len(t["harmed"]) for t in row["by_threshold"].values())
+        assert len(row["harmed"]) == fewest
 
 
 def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(models, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setattr(choose_default, "MODELS", models)
-    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
     measured = []
 
-    def fake_assess(name, strides, every):
+    def fake_assess(name, strides, every, thresholds):
         measured.append(name)
-        refined = {"cand": 27.0, "identity": 30.0}[name]
-        return {"name": name, "lifter_mm": 30.0, "refined_mm_by_stride": {5: refined},
-                "best_stride": 5, "do_no_harm": harm, "harmed": [],
-                "qualifies": refined < 30.0}
+        return fake_row(name, 30.0, {5: {"cand": 27.0, "identity": 30.0}[name]}, [])
     monkeypatch.setattr(choose_default, "assess", fake_assess)
     first = tmp_path / "first"
     choose_default.main(["identity", "--strides", "5", "--docs", str(first)])
@@ -117,13 +145,14 @@ def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(models, t
                          "--reuse", str(first / "default_choice.json")])
     assert measured == ["identity", "cand"]            # identity came from the first run
     document = json.loads((second / "default_choice.json").read_text())
-    assert document["chosen"] == {"name": "cand", "stride": 5}
+    assert document["chosen"] == {"name": "cand", "stride": 5, "correction_threshold_mm": 0.0}
     assert "rows reused from: scripts/choose_default.py identity --strides 5" in \
         (second / "default_choice.md").read_text()
     # the reused run's settings must match
-    with pytest.raises(SystemExit, match="cannot reuse"):
-        choose_default.main(["identity", "--strides", "5", "9", "--docs", str(tmp_path / "x"),
-                             "--reuse", str(first / "default_choice.json")])
+    for other in (["--strides", "5", "9"], ["--strides", "5", "--thresholds", "0", "3"]):
+        with pytest.raises(SystemExit, match="cannot reuse"):
+            choose_default.main(["identity", *other, "--docs", str(tmp_path / "x"),
+                                 "--reuse", str(first / "default_choice.json")])
     # and its command, as recorded, can itself be reused
     choose_default.main(["identity", "cand", "--strides", "5", "--docs", str(tmp_path / "y"),
                          "--reuse", str(second / "default_choice.json")])

@@ -93,8 +93,8 @@ class SlowBackend:
 
     def __init__(self, backend, delay: float):
         self._backend, self.delay = backend, delay
-        for name in ("name", "device", "precision", "window", "steps", "stride", "joint_uncertainty",
-                     "model_dir"):
+        for name in ("name", "device", "precision", "window", "steps", "stride",
+                     "correction_threshold", "joint_uncertainty", "model_dir"):
             setattr(self, name, getattr(backend, name))
         self.calls = 0
         self.batch_sizes = []

@@ -4,6 +4,9 @@ One node process (causal mode) for the module; a second one in lagged mode. Fed 
 from this process; checked on /human_pose3d_refined, the markers and /diagnostics.
 """
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -184,6 +187,26 @@ def test_streamed_lagged_mode_publishes_each_frame_once_from_a_window_every_stri
     before, after = lifter_and_refined_errors(rows, sample, start)
     assert np.mean(after) < 0.9 * np.mean(before), (np.mean(before), np.mean(after))
     assert all_finite(h.outputs)
+
+
+def test_the_models_correction_threshold_limits_what_the_node_publishes(harness_factory,
+                                                                        sample, tmp_path):
+    """A threshold beyond any correction (model.json) makes the node publish its input: the
+    node applies the model's threshold as `d3p refine` does."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(ensure_demo_model(), model_dir)
+    spec = json.loads((model_dir / "model.json").read_text())
+    spec["correction_threshold_mm"] = 1e6
+    (model_dir / "model.json").write_text(json.dumps(spec))
+    h = harness_factory("thresholded", model_dir=str(model_dir), publish_markers=False)
+    start = 9000 * NS
+    h.send_lockstep(frames_of(sample, start))
+    rows = output_people(h.outputs)
+    assert len(rows) == 2 * sample[0].num_frames, h.log()
+    for stamp, _, track_id, positions, _, _ in rows:
+        given = sample[track_id - 1].pose_3d[(stamp - start) // PERIOD_NS]
+        np.testing.assert_allclose(positions - positions[:1], given - given[:1], atol=1e-5)
+    assert h.counters()["correction_threshold_mm"] == "1000000.0"
 
 
 def test_deactivate_releases_model_and_activate_restores(causal_run, sample):

@@ -16,6 +16,7 @@ from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
 from d3p_model.export.onnx import META_SOURCE, export_model_dir, export_onnx, onnx_file_name
 from d3p_model.export.runtime import OnnxRefiner
 from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
+from d3p_model.trust import limit_corrections
 from d3p_ros.inference import create_backend
 
 torch.set_num_threads(1)
@@ -101,6 +102,40 @@ def test_the_models_inference_stride_is_saved_and_used_by_both_backends(small_mo
     spec = (tmp_path / "m" / "model.json").read_text()
     (tmp_path / "m" / "model.json").write_text(spec.replace('"stride": 3', '"stride": 99'))
     with pytest.raises(D3PModelError, match="stride"):
+        D3PRefiner.load(tmp_path / "m")
+
+
+def test_the_models_correction_threshold_is_saved_and_used_by_both_backends(small_model,
+                                                                             tmp_path):
+    """model.json "correction_threshold_mm" limits each joint's final correction, in PyTorch
+    and ONNX Runtime alike, read from the model directory (the .onnx file is unchanged)."""
+    refiner = D3PRefiner.load(small_model)
+    assert refiner.correction_threshold == 0.0        # saved before thresholds existed
+    predictions = make_synthetic_predictions(num_sequences=1, num_frames=31, seed=9)
+    (_, seq), = predictions.items()
+    pose = seq.pose_3d - seq.pose_3d[:, :1]
+    raw = refiner.refine_sequence(seq.keypoints_normalised(), pose)
+    threshold = float(np.median(np.linalg.norm(raw - pose, axis=-1)[:, 1:]))
+    refiner.save(tmp_path / "m")
+    export_model_dir(tmp_path / "m")          # exported without a threshold ...
+    refiner.correction_threshold = threshold
+    refiner.save(tmp_path / "m")              # ... and set afterwards: the file stays current
+    loaded = D3PRefiner.load(tmp_path / "m")
+    runtime = OnnxRefiner.load(tmp_path / "m", num_threads=1)
+    assert loaded.correction_threshold == pytest.approx(threshold)
+    assert runtime.correction_threshold == pytest.approx(threshold)
+    expected = limit_corrections(pose, raw, threshold)
+    limited = loaded.refine_sequence(seq.keypoints_normalised(), pose)
+    np.testing.assert_allclose(limited, expected, atol=1e-6)
+    assert np.abs(limited - raw).max() > 1e-4
+    assert np.abs(runtime.refine_sequence(seq.keypoints_normalised(), pose)
+                  - expected).max() < TOLERANCE_M
+    np.testing.assert_array_equal(loaded.refine_sequence(seq.keypoints_normalised(), pose,
+                                                         correction_threshold=0.0), raw)
+    spec = (tmp_path / "m" / "model.json").read_text()
+    (tmp_path / "m" / "model.json").write_text(
+        spec.replace('"correction_threshold_mm": ', '"correction_threshold_mm": -'))
+    with pytest.raises(D3PModelError, match="correction_threshold_mm"):
         D3PRefiner.load(tmp_path / "m")
 
 

@@ -125,13 +125,22 @@ def test_a_worker_that_keeps_up_publishes_every_frame_within_lag_plus_stride(win
     assert max(phases.count(p) for p in set(phases)) == -(-people // stride)
 
 
-@pytest.mark.parametrize("window, stride", [(9, 3), (27, 9), (5, 5), (6, 1)])
-def test_lagged_stream_with_lag_window_minus_one_equals_offline_refinement(window, stride):
+@pytest.mark.parametrize("window, stride, threshold", [(9, 3, 0.0), (27, 9, 0.0), (5, 5, 0.0),
+                                                      (6, 1, 0.0), (9, 3, 0.14)])
+def test_lagged_stream_with_lag_window_minus_one_equals_offline_refinement(window, stride,
+                                                                           threshold):
+    """Also with a correction threshold: both soft-threshold the blended frame."""
     rng = np.random.default_rng(window * 10 + stride)
     frames = 5 * window + 7
     pose = (0.2 * rng.normal(size=(frames, 17, 3))).astype(np.float32)
+    pose[:, 0] = 0      # root-relative, as the node stores it
     keypoints = rng.uniform(-1, 1, (frames, 17, 2)).astype(np.float32)
-    offline = refine_in_windows(fake_refine, keypoints, pose, window, 17, stride)
+    offline = refine_in_windows(fake_refine, keypoints, pose, window, 17, stride,
+                                correction_threshold=threshold)
+    if threshold:
+        raw = refine_in_windows(fake_refine, keypoints, pose, window, 17, stride)
+        corrections = np.linalg.norm(raw - pose, axis=-1)
+        assert (corrections < threshold).mean() > 0.1 and (corrections > threshold).mean() > 0.1
 
     wm = WindowManager(window, lag=window - 1, stride=stride)
     streamed = {}
@@ -143,7 +152,7 @@ def test_lagged_stream_with_lag_window_minus_one_equals_offline_refinement(windo
             refined = fake_refine(np.stack([w.keypoints_2d for w in ready]),
                                   np.stack([w.pose_3d for w in ready]))
             for w, out in zip(ready, refined):
-                for frame, value in wm.complete(w, out)[0]:
+                for frame, value in wm.complete(w, out, threshold)[0]:
                     streamed[frame.payload] = value
     # offline aligns its last window to the sequence end; the stream cannot know the end
     comparable = [i for i in streamed if i < frames - window - stride]

@@ -7,6 +7,9 @@ repeated), the usual choice for seq2seq pose models.
 
 import numpy as np
 
+from ..skeleton import ROOT
+from ..trust import limit_corrections
+
 
 def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
     """Start frames of the windows covering `num_frames` (may be negative never; see pad)."""
@@ -54,10 +57,12 @@ def check_windows(keypoints_2d: np.ndarray, pose_3d: np.ndarray, window: int, jo
 
 
 def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints: int,
-                      stride=None, batch_size: int = 256) -> np.ndarray:
+                      stride=None, batch_size: int = 256,
+                      correction_threshold: float = 0.0) -> np.ndarray:
     """Refine a whole (F, J, 2) + (F, J, 3) sequence with `refine_windows(kp, pose) -> refined`
     on batches of windows every `stride` frames (default: the window, no overlap); overlapping
-    outputs are averaged."""
+    outputs are averaged, then each joint's correction is soft-thresholded by
+    `correction_threshold` metres (d3p_model/trust.py; 0: unchanged)."""
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
     pose_3d = np.asarray(pose_3d, dtype=np.float32)
     if keypoints_2d.ndim != 3 or keypoints_2d.shape[1:] != (joints, 2):
@@ -77,4 +82,5 @@ def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints
         chunk = starts[first:first + batch_size]
         outputs.append(refine_windows(extract_windows(keypoints_2d, chunk, window),
                                       extract_windows(pose_3d, chunk, window)))
-    return stitch_windows(np.concatenate(outputs), starts, frames)
+    refined = stitch_windows(np.concatenate(outputs), starts, frames)
+    return limit_corrections(pose_3d - pose_3d[:, ROOT:ROOT + 1], refined, correction_threshold)

@@ -21,6 +21,7 @@ import numpy as np
 from ..data.windows import check_windows, refine_in_windows
 from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
+from ..trust import threshold_from_spec
 from .onnx import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
 
 _log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class OnnxRefiner:
             self.steps = int(metadata[META_STEPS])
             self.window = int(self.spec["denoiser"]["window"])
             self.stride = int(self.spec.get("stride", self.window))
+            self.correction_threshold = threshold_from_spec(self.spec)
             uncertainty = np.array([np.nan if v is None else float(v)
                                     for v in self.spec["joint_uncertainty"]], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as err:
@@ -158,8 +160,10 @@ class OnnxRefiner:
         refiner.model_dir = pathlib.Path(model_dir) if model_dir is not None else None
         if model_dir is not None:
             # the inference stride is a setting of the model directory, not of the graph
-            refiner.stride = int(read_model_spec(pathlib.Path(model_dir)).get("stride",
-                                                                         refiner.window))
+            # (as the correction threshold): model.json wins over the export's copy
+            model_spec = read_model_spec(pathlib.Path(model_dir))
+            refiner.stride = int(model_spec.get("stride", refiner.window))
+            refiner.correction_threshold = threshold_from_spec(model_spec)
         return refiner
 
     def refine_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
@@ -169,7 +173,10 @@ class OnnxRefiner:
         (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
         return refined
 
-    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256) -> np.ndarray:
+    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
+                        correction_threshold=None) -> np.ndarray:
+        """correction_threshold: metres (None: the model's, 0: off)."""
         return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, self.window,
                                  NUM_JOINTS, self.stride if stride is None else stride,
-                                 batch_size)
+                                 batch_size, self.correction_threshold
+                                 if correction_threshold is None else correction_threshold)
