@@ -248,6 +248,8 @@ def apply_settings(name: str, stride: int, threshold_mm: float) -> None:
     (inference settings: the weights and their ONNX export do not change)."""
     spec_path = MODELS / name / "model" / "model.json"
     spec = json.loads(spec_path.read_text())
+    if spec.get("stride") == int(stride) and float(spec.get(THRESHOLD_KEY, 0.0)) == threshold_mm:
+        return   # unchanged: the file (and the results made from it) stay as they are
     spec["stride"] = int(stride)
     spec[THRESHOLD_KEY] = float(threshold_mm)
     spec_path.write_text(json.dumps(spec, indent=2, allow_nan=False) + "\n")
