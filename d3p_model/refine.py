@@ -60,6 +60,7 @@ class SequenceRefiner:
         self.window = self.model.window
         self.info = self.model.info
         self.stride = self.model.stride if stride is None else stride
+        self.correction_threshold = self.model.correction_threshold   # metres, from model.json
         self.batch_size = batch_size
 
     def refine(self, keypoints_normalised, pose):
@@ -136,6 +137,7 @@ def main(args) -> int:
         "model_name": refiner.info.get("name"), "window": refiner.window,
         "stride": args.stride or refiner.stride,
         "steps": refiner.steps, "backend": args.backend,
+        "correction_threshold_mm": round(1000.0 * refiner.correction_threshold, 6),
         "input_estimator": predictions.meta.get("estimator"),
     }
     meta["estimator"] = f"{predictions.meta.get('estimator', 'unknown')}+d3prefiner"

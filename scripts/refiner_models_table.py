@@ -38,10 +38,12 @@ Validation MPJPE is measured on the 10% of training takes that each run holds ou
 the test subjects). Steps are the optimizer steps of the run itself (a run with `init_from`:
 on top of its source's). Minutes are wall-clock on one thread, with other jobs on the second
 core. A run whose validation input is far above the others' (119-133 mm against 40-60 mm)
-was trained on the old base lifter and is stale.
+was trained on the old base lifter and is stale. Stride and correction threshold are the
+inference settings in `model/model.json`, written by `scripts/choose_default.py --apply`
+from the validation split (threshold 0: off).
 
-| model | command | steps | minutes | validation MPJPE (mm) |
-| --- | --- | ---: | ---: | --- |
+| model | command | steps | minutes | validation MPJPE (mm) | stride | correction threshold (mm) |
+| --- | --- | ---: | ---: | --- | ---: | ---: |
 """
 
 
@@ -56,16 +58,20 @@ def header(models: Path) -> str:
 
 
 def rows(models: Path) -> list[str]:
+    from d3p_model.trust import SPEC_KEY as THRESHOLD_KEY
     lines = []
     for run in sorted(path for path in models.iterdir() if (path / "log.json").is_file()):
         log = json.loads((run / "log.json").read_text())
         calibration = log.get("calibration")
         if not calibration or not log.get("epochs"):
             continue  # a run still in progress
+        spec_file = run / "model" / "model.json"
+        spec = json.loads(spec_file.read_text()) if spec_file.is_file() else {}
         lines.append(
             f"| `{run.name}` | `{log['provenance']['command']}` | {len(log['batch_losses'])} "
             f"| {log['epochs'][-1]['seconds'] / 60:.0f} | {calibration['mpjpe_in_mm']:.1f} -> "
-            f"{calibration['mpjpe_out_mm']:.1f} |")
+            f"{calibration['mpjpe_out_mm']:.1f} | {spec.get('stride', '-')} "
+            f"| {float(spec.get(THRESHOLD_KEY, 0.0) or 0.0):g} |")
     return lines
 
 

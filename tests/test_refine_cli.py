@@ -44,6 +44,7 @@ def test_refine_writes_the_same_format(files):
     assert set(out.sequences) == set(predictions.sequences)
     assert out.meta["refined_by"]["model"] == str(root / "model")
     assert out.meta["refined_by"]["stride"] == 9 and out.meta["refined_by"]["steps"] == 2
+    assert out.meta["refined_by"]["correction_threshold_mm"] == 0.0
     assert out.meta["synthetic"] is True          # provenance of the input carried over
     for key, seq in predictions.items():
         got = out.sequences[key]
@@ -84,3 +85,28 @@ def test_errors_are_reported(files, tmp_path, capsys):
                 "--model", str(root / "model"), "--stride", "10"]) == 2
     assert "--stride must be in 1..9" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_the_models_correction_threshold_is_applied_and_recorded(files, tmp_path):
+    """A model.json with correction_threshold_mm: `d3p refine` applies it and says so."""
+    root, predictions, refiner = files
+    threshold = 0.02
+    refiner.correction_threshold = threshold
+    try:
+        refiner.save(tmp_path / "model")
+    finally:
+        refiner.correction_threshold = 0.0
+    assert d3p(["refine", str(root / "in.npz"), "-o", str(tmp_path / "out.npz"),
+                "--model", str(tmp_path / "model"), "--no-progress"]) == 0
+    out = load_predictions(tmp_path / "out.npz")
+    assert out.meta["refined_by"]["correction_threshold_mm"] == pytest.approx(20.0)
+    for key, seq in predictions.items():
+        expected = refiner.refine_sequence(seq.keypoints_normalised(), seq.pose_3d,
+                                           correction_threshold=threshold)
+        np.testing.assert_allclose(out.sequences[key].pose_3d, expected, atol=1e-6)
+        moved = np.linalg.norm(out.sequences[key].pose_3d - seq.pose_3d, axis=-1)
+        raw = np.linalg.norm(refiner.refine_sequence(seq.keypoints_normalised(), seq.pose_3d)
+                             - seq.pose_3d, axis=-1)
+        # soft threshold: every joint moves by its raw correction less the threshold
+        np.testing.assert_allclose(moved, np.maximum(raw - threshold, 0.0), atol=1e-5)
+        assert (raw > threshold).any() and (raw < threshold).any()   # both sides are tested
