@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model.json; smaller than the window: overlapping windows, averaged)")
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default: the model's, 2)")
-    parser.add_argument("--batch-size", type=int, default=256, help="windows per batch")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="windows per batch (default: the backend's; 16 for onnx on the "
+                             "CPU, 256 otherwise)")
     parser.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="torch: PyTorch; onnx: ONNX Runtime (MODEL/refiner_k{K}.onnx, "

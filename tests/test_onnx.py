@@ -14,7 +14,7 @@ from d3p_model.data.predictions import load_predictions, save_predictions
 from d3p_model.data.synthetic import make_synthetic_predictions
 from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
 from d3p_model.export.onnx import META_SOURCE, export_model_dir, export_onnx, onnx_file_name
-from d3p_model.export.runtime import OnnxRefiner
+from d3p_model.export.runtime import CPU_BATCH_SIZE, OnnxRefiner
 from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
 from d3p_model.trust import limit_corrections
 from d3p_ros.inference import create_backend
@@ -137,6 +137,24 @@ def test_the_models_correction_threshold_is_saved_and_used_by_both_backends(smal
         spec.replace('"correction_threshold_mm": ', '"correction_threshold_mm": -'))
     with pytest.raises(D3PModelError, match="correction_threshold_mm"):
         D3PRefiner.load(tmp_path / "m")
+
+
+def test_batch_size_defaults_per_backend(small_model):
+    """refine_sequence batches windows by the backend's default (ONNX Runtime on the CPU:
+    small, cache-sized batches; PyTorch: large) and the result does not depend on it."""
+    runtime = OnnxRefiner.load(small_model, num_threads=1)
+    refiner = D3PRefiner.load(small_model)
+    assert runtime.default_batch_size == CPU_BATCH_SIZE == 16
+    assert refiner.default_batch_size == 256
+    predictions = make_synthetic_predictions(num_sequences=1, num_frames=200, seed=3)
+    (_, seq), = predictions.items()
+    pose = seq.pose_3d - seq.pose_3d[:, :1]
+    by_default = runtime.refine_sequence(seq.keypoints_normalised(), pose, stride=3)
+    in_one_call = runtime.refine_sequence(seq.keypoints_normalised(), pose, stride=3,
+                                          batch_size=1000)
+    assert np.abs(by_default - in_one_call).max() < 1e-6
+    assert np.abs(by_default - refiner.refine_sequence(seq.keypoints_normalised(), pose,
+                                                       stride=3)).max() < TOLERANCE_M
 
 
 def test_bad_windows_are_refused_like_torch(small_model):

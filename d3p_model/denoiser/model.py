@@ -144,7 +144,7 @@ class PoseDenoiser(nn.Module):
 
     def forward(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
-        """(B, T, 17, 3) y_t, (B, T, 17, 2) x, (B,) steps -> (B, T, 17, 3) normalised error."""
+        """(B, T, 17, 3) y_t, (B, T, 17, 2) x, (B,) or (1,) steps -> (B, T, 17, 3) normalised error."""
         batch, frames, joints, _ = noisy_pose.shape
         if frames != self.config.window or joints != NUM_JOINTS:
             raise ValueError(f"PoseDenoiser expects windows of {self.config.window} frames x "

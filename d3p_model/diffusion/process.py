@@ -45,15 +45,16 @@ def ddim_refine(y_hat: torch.Tensor, predict_error: Callable[[torch.Tensor, torc
                 alpha_bar: torch.Tensor, steps: int = 2) -> torch.Tensor:
     """Deterministic K-step DDIM from y_T = y_hat; returns the last predicted clean pose.
 
-    predict_error(y_t, t) -> e_pred, with t a (B,) long tensor of the current step.
+    predict_error(y_t, t) -> e_pred, with t a (1,) long tensor of the current step: one step
+    for the whole batch, broadcast, so the step embedding is computed once (and is a constant
+    of an exported graph, independent of the batch size).
     """
     timesteps = int(alpha_bar.shape[0]) - 1
     grid = ddim_timesteps(timesteps, steps)
-    batch = y_hat.shape[0]
     y_t = y_hat
     y0_pred = y_hat
     for t_now, t_next in zip(grid[:-1], grid[1:]):
-        t = torch.full((batch,), t_now, dtype=torch.long, device=y_hat.device)
+        t = torch.full((1,), t_now, dtype=torch.long, device=y_hat.device)
         error = predict_error(y_t, t)
         y0_pred = predict_clean(y_t, error, t, alpha_bar)
         t_prev = torch.full_like(t, t_next)

@@ -26,6 +26,8 @@ from .onnx import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, so
 
 _log = logging.getLogger(__name__)
 
+CPU_BATCH_SIZE = 16
+
 
 def default_steps(spec: dict) -> int:
     return int(spec["steps"]) if spec.get("diffusion", {}).get("enabled", True) else 1
@@ -137,6 +139,10 @@ class OnnxRefiner:
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
         if self.device == "cpu":
             self.precision = "fp32"
+        # windows per call in refine_sequence: on the CPU this graph runs fastest on batches
+        # whose activations stay in the cache (T = 27, 1 thread: 3 ms per window at 8-32
+        # windows, 5 ms at 256; docs/performance.md); accelerators want large batches
+        self.default_batch_size = CPU_BATCH_SIZE if self.device == "cpu" else 256
 
     @classmethod
     def load(cls, model_dir=None, steps: int | None = None, device: str = "cpu",
@@ -173,10 +179,11 @@ class OnnxRefiner:
         (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
         return refined
 
-    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=256,
+    def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=None,
                         correction_threshold=None) -> np.ndarray:
-        """correction_threshold: metres (None: the model's, 0: off)."""
+        """batch_size: windows per call (None: default_batch_size); correction_threshold:
+        metres (None: the model's, 0: off)."""
         return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, self.window,
                                  NUM_JOINTS, self.stride if stride is None else stride,
-                                 batch_size, self.correction_threshold
+                                 batch_size or self.default_batch_size, self.correction_threshold
                                  if correction_threshold is None else correction_threshold)
