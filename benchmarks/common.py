@@ -38,13 +38,25 @@ H36M_FPS = 50.0
 
 # ---------------------------------------------------------------- the machine
 def cpu_model() -> str:
+    """The model name, with the family/model numbers and widest vector unit where the name
+    hides them (a VM's "AMD EPYC" spans generations: with AVX-512 this project's small
+    kernels ran twice as fast as without, docs/performance.md)."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break       # the first processor is enough
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    extra = [f"family {fields['cpu family']} model {fields['model']}"
+             if "cpu family" in fields and "model" in fields else None, vector]
+    extra = [e for e in extra if e]
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def _memory_gib() -> float | None:
@@ -154,9 +166,10 @@ def summarise_ms(samples_s: list[float]) -> dict:
 
 
 def time_call(fn, budget_s: float = 4.0, warmup: int = 2, min_reps: int = 3,
-              max_reps: int = 500) -> dict:
+              max_reps: int = 500, pause_s: float = 0.0) -> dict:
     """Time `fn()` after warm-up calls; repeats until `budget_s` is spent (bounded by
-    min_reps..max_reps). Warm-up stops early once it has used a quarter of the budget."""
+    min_reps..max_reps). Warm-up stops early once it has used a quarter of the budget.
+    `pause_s`: sleep between calls (not timed), as a node called once per frame idles."""
     if min_reps < 1 or max_reps < min_reps:
         raise ValueError(f"need 1 <= min_reps <= max_reps, got {min_reps}, {max_reps}")
     start = time.perf_counter()
@@ -173,6 +186,8 @@ def time_call(fn, budget_s: float = 4.0, warmup: int = 2, min_reps: int = 3,
         begin = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - begin)
+        if pause_s:
+            time.sleep(pause_s)
     return {**summarise_ms(samples), "warmup": done}
 
 

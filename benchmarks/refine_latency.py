@@ -16,14 +16,18 @@ windows.
 
     .venv/bin/python benchmarks/refine_latency.py             # the full matrix, ~10 min
     .venv/bin/python benchmarks/refine_latency.py --quick     # smoke run, seconds
+    .venv/bin/python benchmarks/refine_latency.py --busy-cpus 1 --name refine_latency_busy
+    .venv/bin/python benchmarks/refine_latency.py --pause-ms 20 --name refine_latency_paced
 Writes benchmarks/results/refine_latency.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,6 +58,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-reps", type=int, default=500)
     common.add_common_arguments(parser)
     # internal: one (device, backend, threads) group, run by the parent in a fresh process
+    parser.add_argument("--busy-cpus", type=int, default=0,
+                        help="keep N other CPUs busy (one pure-Python spinning process each) "
+                             "while timing: what the call costs when the node's other threads, "
+                             "DDS or another process use the second core")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="sleep between timed calls (0: back to back); 20 = one call per "
+                             "frame at 50 Hz, as the node's causal mode calls it")
+    parser.add_argument("--name", default=NAME, help="results file name (default: %(default)s)")
     parser.add_argument("--worker-result", help=argparse.SUPPRESS)
     parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
     parser.add_argument("--worker-device", help=argparse.SUPPRESS)
@@ -65,7 +77,22 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     for name in ("windows", "steps", "threads", "batches"):
         if min(getattr(args, name)) < 1:
             parser.error(f"--{name} must all be >= 1")
+    if args.busy_cpus < 0 or args.pause_ms < 0:
+        parser.error("--busy-cpus and --pause-ms must be >= 0")
     return args
+
+
+@contextlib.contextmanager
+def busy_cpus(count: int):
+    """`count` processes spinning in pure Python for the duration (killed after)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def run_group(args) -> dict:
@@ -87,7 +114,8 @@ def run_group(args) -> dict:
                 kp, pose = keypoints[:batch], poses[:batch]
                 timing = common.time_call(lambda: refiner.refine_windows(kp, pose),
                                           budget_s=args.seconds_per_cell, warmup=args.warmup,
-                                          min_reps=args.min_reps, max_reps=args.max_reps)
+                                          min_reps=args.min_reps, max_reps=args.max_reps,
+                                          pause_s=args.pause_ms / 1000.0)
                 cells.append({"device": args.worker_device, "backend": args.worker_backend,
                               "threads": threads, "window": window, "steps": steps,
                               "batch": batch, "weights": weights, "providers": providers,
@@ -114,6 +142,7 @@ def group_arguments(args, device, backend, threads, scratch) -> list[str]:
             "--batches", *listed(args.batches), "--threads", str(threads),
             "--seconds-per-cell", str(args.seconds_per_cell), "--warmup", str(args.warmup),
             "--min-reps", str(args.min_reps), "--max-reps", str(args.max_reps),
+            "--pause-ms", str(args.pause_ms),
             "--worker-backend", backend, "--worker-device", device,
             "--worker-scratch", str(scratch)]
 
@@ -126,6 +155,15 @@ def load_note(payload: dict) -> str:
             f"on {payload['machine']['usable_cpus']} usable CPUs (it counts the benchmark's "
             "own threads; above the usable CPUs other jobs competed for the cores and the "
             "cell is an upper bound).")
+
+
+def busy_note(payload: dict) -> str:
+    settings = payload["settings"]
+    busy, pause = settings.get("busy_cpus", 0), settings.get("pause_ms", 0)
+    return ((f" **{busy} other CPU(s) kept busy** by spinning processes during every cell "
+             "(`--busy-cpus`)." if busy else "")
+            + (f" **{pause:g} ms of sleep between calls** (`--pause-ms`: one call per frame, "
+               "as the node's causal mode)." if pause else ""))
 
 
 def markdown(payload: dict) -> str:
@@ -156,7 +194,8 @@ def markdown(payload: dict) -> str:
              "median / p99 in ms. T = 243 uses random weights (timing only); T = 27/81 the "
              f"trained models. {min(reps)} to {max(reps)} repetitions per cell after warm-up "
              f"(time-bounded: {payload['settings']['seconds_per_cell']} s per cell; with fewer "
-             "than 100 repetitions p99 is close to the maximum)." + load_note(payload), "",
+             "than 100 repetitions p99 is close to the maximum)." + load_note(payload)
+             + busy_note(payload), "",
              table(lambda c: f"{c['median_ms']:.1f} / {c['p99_ms']:.1f}"), "",
              "Per window per person (median ms / people):", "",
              table(lambda c: f"{c['ms_per_window_per_person']:.2f}")]
@@ -177,7 +216,8 @@ def main(argv=None) -> int:
     cells, skipped = [], []
     requested = list(args.windows)
     args.windows, skipped_windows = common.available_windows(requested)
-    with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="d3p-bench-") as scratch, \
+            busy_cpus(args.busy_cpus):
         scratch = Path(scratch)
         for device, backend, threads in (groups(args) if args.windows else []):
             reason = common.device_missing(device, backend)
@@ -190,16 +230,17 @@ def main(argv=None) -> int:
                                                                        threads, scratch),
                                        threads, scratch / f"{device}_{backend}_{threads}.json")
             cells += result["cells"]
-    payload = {"benchmark": NAME, "machine": machine,
+    payload = {"benchmark": args.name, "machine": machine,
                "settings": {"windows": requested, "steps": args.steps,
                             "backends": args.backends, "threads": args.threads,
                             "batches": args.batches, "devices": args.devices,
                             "seconds_per_cell": args.seconds_per_cell, "warmup": args.warmup,
                             "min_reps": args.min_reps, "max_reps": args.max_reps,
-                            "quick": args.quick,
+                            "quick": args.quick, "busy_cpus": args.busy_cpus,
+                            "pause_ms": args.pause_ms,
                             "input": "generated windows (d3p_model.data.synthetic)"},
                "cells": cells, "skipped": skipped, "skipped_windows": skipped_windows}
-    common.write_results(args.output_dir, NAME, payload, markdown(payload))
+    common.write_results(args.output_dir, args.name, payload, markdown(payload))
     return 0
 
 

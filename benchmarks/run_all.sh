@@ -11,6 +11,12 @@ py=.venv/bin/python
 # one call: T x backend x threads x people (CPU, and CUDA where present)
 $py benchmarks/refine_latency.py --windows 27 --steps 2 --devices cpu cuda --seconds-per-cell 3
 $py benchmarks/hardware_limit.py --windows 27 --steps 2      # reads refine_latency.json
+# the same call as the node's causal mode meets it: one call per frame (20 ms apart), and
+# with the second core busy
+$py benchmarks/refine_latency.py --windows 27 --steps 2 --backends onnx --threads 1 \
+    --seconds-per-cell 6 --pause-ms 20 --name refine_latency_paced
+$py benchmarks/refine_latency.py --windows 27 --steps 2 --backends onnx --threads 1 \
+    --seconds-per-cell 3 --busy-cpus 1 --name refine_latency_busy
 # the node over DDS at 50 Hz: one person causal, ten people lagged (streamed windows)
 $py benchmarks/node_latency.py --people 1 --backends onnx --threads 1 2 --seconds 15
 $py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threads 1 \

@@ -86,6 +86,19 @@ def test_refine_latency_quick(tmp_path):
     assert "Refinement latency" in completed.stdout   # the table is printed too
 
 
+def test_refine_latency_with_a_busy_cpu(tmp_path):
+    """--busy-cpus: the spinners run during the cells and are gone afterwards."""
+    import subprocess
+    completed = run_script("refine_latency.py", "--quick", "--backends", "onnx", "--busy-cpus",
+                           1, "--pause-ms", 5, "--name", "busy", "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(tmp_path, "busy")
+    assert payload["settings"]["busy_cpus"] == 1 and "1 other CPU(s) kept busy" in markdown
+    assert payload["settings"]["pause_ms"] == 5 and "5 ms of sleep between calls" in markdown
+    spinning = subprocess.run(["pgrep", "-f", "while True: pass"], capture_output=True)
+    assert spinning.returncode == 1, spinning.stdout      # no spinner left behind
+
+
 def test_refine_latency_without_gpu_says_so_and_skips(tmp_path):
     if common.device_missing("cuda", "torch") is None:
         pytest.skip("this machine has a CUDA device: the skip path does not apply")
