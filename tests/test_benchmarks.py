@@ -259,3 +259,12 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     assert strided["latency_frames"] == [13, 15] and strided["published_share"] < 1.0
     assert all(r["frames_total"] == 140 for r in rows.values())
     assert "stream - offline" in markdown
+
+
+def test_onnx_graph_calls_runs_a_graph(tmp_path):
+    from d3p_model.refiner import default_model_dir
+    graph = default_model_dir() / "refiner_k2.onnx"
+    completed = run_script("onnx_graph_calls.py", graph, "--batch", 2, "--calls", 3)
+    assert completed.returncode == 0, completed.stderr
+    assert "3 calls of 2 window(s), median" in completed.stdout
+    assert run_script("onnx_graph_calls.py", graph, "--calls", 0).returncode == 2
