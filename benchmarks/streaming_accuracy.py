@@ -7,10 +7,14 @@ sequence through the node's own window logic (`d3p_ros.windows.WindowManager`, o
 50 Hz stamps, a worker that keeps up: every due window refined, in the order the node would)
 and the same model refines it offline (`refine_sequence`, the model's stride). Modes:
   causal             lag 0: every frame refined in the window that ends at it;
-  lagged:L[:S]       lag L, a window every S frames (default: the model's stride), blended.
+  lagged:L[:S]       lag L, a window every S frames (default: the model's stride), blended;
+  stale:N            a design measured and not built: the newest frame published at once
+                     with the causal correction of the frame N before it (the call hidden
+                     behind the next frame).
 Reported per mode, over the frames it published: MPJPE of the lifter, of the stream and of
 offline refinement on the same frames (mm, frame mean), the paired difference stream -
-offline, the share of frames published (a stream does not publish a sequence's last L..L+S-1
+offline, the acceleration error of each (mm / frame^2, mean over joints and over frames whose
+neighbours were published too: what a controller learning from the motion sees as jerk), the share of frames published (a stream does not publish a sequence's last L..L+S-1
 frames: the node counts them when the track ends), windows refined per frame, and the latency
 in frames. No timing here: node_latency.py measures milliseconds.
 
@@ -36,14 +40,18 @@ PERIOD_NS = 20_000_000      # Human3.6M: 50 Hz
 def parse_mode(text: str, window: int, model_stride: int) -> dict:
     parts = text.split(":")
     if parts[0] == "causal" and len(parts) == 1:
-        return {"name": "causal", "lag": 0, "stride": 1}
+        return {"name": "causal", "lag": 0, "stride": 1, "stale": 0}
+    if parts[0] == "stale" and len(parts) == 2 and int(parts[1]) >= 1:
+        frames = int(parts[1])
+        return {"name": f"causal, correction {frames} frame(s) old", "lag": 0, "stride": 1,
+                "stale": frames}
     if parts[0] == "lagged" and len(parts) in (2, 3):
         lag = int(parts[1])
         stride = int(parts[2]) if len(parts) == 3 else model_stride
         if not 1 <= lag < window or not 1 <= stride <= window:
             raise ValueError(f"mode {text!r}: lag must be in 1..{window - 1}, stride in 1..{window}")
-        return {"name": f"lagged L={lag} s={stride}", "lag": lag, "stride": stride}
-    raise ValueError(f"mode {text!r}: expected causal or lagged:LAG[:STRIDE]")
+        return {"name": f"lagged L={lag} s={stride}", "lag": lag, "stride": stride, "stale": 0}
+    raise ValueError(f"mode {text!r}: expected causal, lagged:LAG[:STRIDE] or stale:N")
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -53,7 +61,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "Human3.6M test set, made by `d3p predict`)")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
     parser.add_argument("--modes", nargs="+", default=["causal", "lagged:13", "lagged:26"],
-                        help="causal and/or lagged:LAG[:STRIDE] (stride default: the model's)")
+                        help="causal, lagged:LAG[:STRIDE] (stride default: the model's), "
+                             "stale:N (causal correction N frames old)")
     parser.add_argument("--sequence-stride", type=int, default=8, metavar="K",
                         help="every K-th sequence (sorted by key); 1 = all")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
@@ -95,6 +104,23 @@ def stream(refine_windows, keypoints, pose, window: int, lag: int, stride: int,
     return published, len(taken)
 
 
+def with_stale_correction(published: dict, pose, frames_old: int) -> dict:
+    """{frame: pose(t) + the correction published for frame t - frames_old}."""
+    return {i + frames_old: pose[i + frames_old] + (out - pose[i])
+            for i, out in published.items() if i + frames_old < len(pose)}
+
+
+def acceleration_error(estimate, truth) -> tuple[float, int]:
+    """Summed per-frame acceleration error (mm / frame^2, joint mean) and its frame count,
+    over consecutive frames (estimate and truth on the same, contiguous frames)."""
+    import numpy as np
+    if len(estimate) < 3:
+        return 0.0, 0
+    second = lambda x: x[2:] - 2 * x[1:-1] + x[:-2]  # noqa: E731
+    error = np.linalg.norm(second(estimate) - second(truth), axis=-1).mean(axis=-1)
+    return 1000 * float(error.sum()), len(error)
+
+
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     import numpy as np
@@ -121,7 +147,8 @@ def main(argv=None) -> int:
     modes = [parse_mode(m, window, model_stride) for m in args.modes]
 
     sums = {m["name"]: {"frames": 0, "lifter": 0.0, "stream": 0.0, "offline": 0.0,
-                        "windows": 0, "published": 0} for m in modes}
+                        "windows": 0, "published": 0, "accel_frames": 0, "accel_lifter": 0.0,
+                        "accel_stream": 0.0, "accel_offline": 0.0} for m in modes}
     total_frames, started = 0, time.perf_counter()
     for n, key in enumerate(keys):
         seq = predictions.sequences[key]
@@ -130,10 +157,18 @@ def main(argv=None) -> int:
         truth = seq.ground_truth_3d - seq.ground_truth_3d[:, :1]
         offline = refiner.refine_sequence(keypoints, pose)
         total_frames += len(pose)
+        streams = {}     # (lag, stride) -> stream: a stale mode reuses the causal one
         for mode in modes:
-            published, windows = stream(refiner.refine_windows, keypoints, pose, window, mode["lag"],
-                                        mode["stride"], args.batch_size)
+            key_ = (mode["lag"], mode["stride"])
+            if key_ not in streams:
+                streams[key_] = stream(refiner.refine_windows, keypoints, pose, window,
+                                       mode["lag"], mode["stride"], args.batch_size)
+            published, windows = streams[key_]
+            if mode["stale"]:
+                published = with_stale_correction(published, pose, mode["stale"])
             frames = np.array(sorted(published))
+            if len(frames) and frames[-1] - frames[0] + 1 != len(frames):
+                raise AssertionError("published frames are not contiguous")
             streamed = np.stack([published[i] for i in frames])
             def error(estimate):     # summed per-frame MPJPE, mm
                 return 1000 * float(np.linalg.norm(estimate - truth[frames], axis=-1)
@@ -145,6 +180,10 @@ def main(argv=None) -> int:
             s["offline"] += error(offline[frames])
             s["windows"] += windows
             s["published"] += len(frames)
+            for name, estimate in (("lifter", pose[frames]), ("stream", streamed),
+                                   ("offline", offline[frames])):
+                s[f"accel_{name}"] += acceleration_error(estimate, truth[frames])[0]
+            s["accel_frames"] += max(len(frames) - 2, 0)
         print(f"[{n + 1}/{len(keys)}] {key}: {len(pose)} frames, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
 
@@ -162,6 +201,8 @@ def main(argv=None) -> int:
             "stream_mpjpe_mm": round(s["stream"] / frames, 3),
             "offline_mpjpe_mm": round(s["offline"] / frames, 3),
             "stream_minus_offline_mm": round((s["stream"] - s["offline"]) / frames, 3),
+            **{f"{name}_accel_error_mm": round(s[f"accel_{name}"] / max(s["accel_frames"], 1), 3)
+               for name in ("lifter", "stream", "offline")},
         })
     payload = {
         "benchmark": NAME,
@@ -175,19 +216,22 @@ def main(argv=None) -> int:
     }
     table = common.markdown_table(
         ["mode", "latency (frames)", "windows / frame", "published", "lifter", "stream",
-         "offline (same frames)", "stream - offline"],
+         "offline (same frames)", "stream - offline", "accel: lifter / stream / offline"],
         [[r["mode"], f"{r['latency_frames'][0]}-{r['latency_frames'][1]}"
           if r["latency_frames"][0] != r["latency_frames"][1] else str(r["latency_frames"][0]),
           f"{r['windows_per_frame']:.3f}", f"{100 * r['published_share']:.1f}%",
           f"{r['lifter_mpjpe_mm']:.2f}", f"{r['stream_mpjpe_mm']:.2f}",
-          f"{r['offline_mpjpe_mm']:.2f}", f"{r['stream_minus_offline_mm']:+.2f}"] for r in rows])
+          f"{r['offline_mpjpe_mm']:.2f}", f"{r['stream_minus_offline_mm']:+.2f}",
+          f"{r['lifter_accel_error_mm']:.2f} / {r['stream_accel_error_mm']:.2f} / "
+          f"{r['offline_accel_error_mm']:.2f}"] for r in rows])
     markdown = (f"# Streaming against offline refinement (streaming_accuracy.py)\n\n"
                 f"Model {model_dir.name if model_dir.name != 'model' else model_dir.parent.name} "
                 f"(T = {window}, K = {steps}, offline stride {model_stride}), "
                 f"{len(keys)} sequences (every {args.sequence_stride}th of "
                 f"{Path(args.predictions).name}), {total_frames} frames. MPJPE in mm, frame "
                 "mean over the frames each mode published; offline = `refine_sequence` on the "
-                "same frames. Latency: frames between a frame's arrival and its output.\n\n"
+                "same frames. Latency: frames between a frame's arrival and its output. "
+                "Acceleration error in mm / frame^2 (joint mean) over the same frames.\n\n"
                 f"{table}\n\n{common.machine_line(payload['machine'])}\n")
     common.write_results(args.output_dir, NAME, payload, markdown)
     return 0

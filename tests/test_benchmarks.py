@@ -244,7 +244,7 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     lag T - 1 equals offline on every frame it publishes; causal publishes every frame."""
     out = tmp_path / "results"
     completed = run_script("streaming_accuracy.py", "--quick", "--sequence-stride", 1,
-                           "--modes", "causal", "lagged:26", "lagged:13:3",
+                           "--modes", "causal", "lagged:26", "lagged:13:3", "stale:1",
                            "--backend", "torch", "--threads", 1,
                            "--predictions", small_predictions, "--output-dir", out)
     assert completed.returncode == 0, completed.stderr
@@ -258,7 +258,32 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     assert abs(parity["stream_minus_offline_mm"]) < 1e-3
     assert strided["latency_frames"] == [13, 15] and strided["published_share"] < 1.0
     assert all(r["frames_total"] == 140 for r in rows.values())
-    assert "stream - offline" in markdown
+    # acceleration error: lagged at lag T - 1 equals offline there as well
+    assert parity["stream_accel_error_mm"] == pytest.approx(parity["offline_accel_error_mm"],
+                                                            abs=1e-3)
+    assert causal["lifter_accel_error_mm"] > 0
+    # the stale correction: every frame but the first, the lifter's frame plus the causal
+    # correction of the frame before
+    stale = rows["causal, correction 1 frame(s) old"]
+    assert stale["frames_published"] == 2 * 69 and stale["latency_frames"] == [0, 0]
+    assert stale["stream_mpjpe_mm"] != causal["stream_mpjpe_mm"]
+    assert "stream - offline" in markdown and "accel: lifter / stream / offline" in markdown
+
+
+def test_stale_correction_is_the_previous_frames_correction():
+    import numpy as np
+    import streaming_accuracy
+    pose = np.arange(4 * 17 * 3, dtype=float).reshape(4, 17, 3)
+    published = {i: pose[i] + 0.01 * (i + 1) for i in range(4)}
+    stale = streaming_accuracy.with_stale_correction(published, pose, 1)
+    assert sorted(stale) == [1, 2, 3]
+    for frame in stale:
+        np.testing.assert_allclose(stale[frame], pose[frame] + 0.01 * frame)
+    truth = np.zeros((5, 2, 3))
+    moving = truth.copy()
+    moving[2, :, 0] = 0.001            # one frame 1 mm off: accelerations -1 -> +2 -> -1 mm
+    total, count = streaming_accuracy.acceleration_error(moving, truth)
+    assert count == 3 and total == pytest.approx(1 + 2 + 1)
 
 
 def test_onnx_graph_calls_runs_a_graph(tmp_path):
