@@ -30,7 +30,8 @@ from the lifter's prediction files (`d3p predict`), in four phases: from scratch
 `h36m_sh2d_t81_keep`; then the `_keep` models, which continue a `_blind` model
 (`init_from`); then the `_reproj` models, which continue a `_keep` model with the
 2D-consistency input (`reprojection_inputs`; `h36m_gt2d_t27_keep12`: the same 6 epochs
-without it, a control); then the 4-epoch ablations of
+without it, a control; `h36m_gt2d_t27_reproj12`: `_reproj` 6 epochs longer, the published
+ground-truth 2D model); then the 4-epoch ablations of
 `h36m_sh2d_t27_blind`. The default model of the
 node and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}

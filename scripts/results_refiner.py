@@ -53,7 +53,7 @@ MAIN_WINDOW = 27                 # figures use this T (else the largest one eval
 # base lifter (issue 13; d3p_model/models/refiner/README.md). None: no model of that setting
 # and window exists, for the reason given in NO_MODEL.
 MAIN_RUNS = {
-    ("gt2d", 27): "h36m_gt2d_t27_reproj",
+    ("gt2d", 27): "h36m_gt2d_t27_reproj12",
     ("sh2d", 27): "h36m_sh2d_t27_reproj",
     ("gt2d", 81): None,
     ("sh2d", 81): "h36m_sh2d_t81_keep",

@@ -11,7 +11,9 @@
 #   phase 3, the _reproj models, which continue the _keep models for 6 epochs with the
 #            2D-consistency input (model.reprojection_inputs; its embedding starts at zero):
 #            h36m_sh2d_t27_reproj (the shipped default), h36m_gt2d_t27_reproj, and the
-#            control without that input (same 6 epochs): h36m_gt2d_t27_keep12;
+#            control without that input (same 6 epochs): h36m_gt2d_t27_keep12; then
+#            h36m_gt2d_t27_reproj12, h36m_gt2d_t27_reproj trained 6 more epochs (the published
+#            ground-truth 2D model);
 #   phase 4, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
 #            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
@@ -33,5 +35,6 @@ if [ $# -gt 0 ]; then run_phase "$@"; exit; fi
 run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind h36m_sh2d_t81_keep
 run_phase h36m_sh2d_t27_keep h36m_gt2d_t27_keep
 run_phase h36m_sh2d_t27_reproj h36m_gt2d_t27_reproj h36m_gt2d_t27_keep12
+run_phase h36m_gt2d_t27_reproj12
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8
