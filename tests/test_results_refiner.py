@@ -200,9 +200,13 @@ def test_published_models_are_the_retrained_ones():
         if name is None:
             assert results_refiner.NO_MODEL[(setting, window)]
             continue
-        # T = 27: the 2D-consistency models; T = 81: the _keep recipe
-        assert name == f"h36m_{setting}_t{window}_{'reproj' if window == 27 else 'keep'}"
+        assert name.startswith(f"h36m_{setting}_t{window}_"), name
         assert (REPO / "d3p_model/configs" / f"{name}.yaml").is_file(), name
+        spec = json.loads((REPO / "d3p_model/models/refiner" / name / "model" / "model.json")
+                          .read_text())
+        assert spec["denoiser"]["window"] == window
+        # T = 27: the 2D-consistency models (T = 81: the _keep recipe, without it)
+        assert spec["denoiser"].get("reprojection_inputs", False) == (window == 27), name
     assert results_refiner.main_run_name("gt2d", 81) is None
     assert results_refiner.main_run_name("sh2d", 27) == "h36m_sh2d_t27_reproj"
     from d3p_model.refiner import DEFAULT_MODEL
