@@ -16,8 +16,8 @@ Two schedules of the same computation (benchmarks/denoiser_speed.py times both):
   gathers of a qkv output larger than the cache);
 - ONNX export: explicit Gemm / MatMul / Softmax with few layout nodes, which ONNX Runtime
   runs ~20% faster than the exporter's own decomposition of SDPA, and the heads stacked as
-  rows instead of transposed out (_forward_exported: ~10% faster again at 1 and 10 windows;
-  ORT's fused MultiHeadAttention contrib op was 20% slower than either).
+  rows instead of transposed out (_forward_exported: 10-17% faster again at 1 and 16
+  windows, docs/performance.md; ORT's fused MultiHeadAttention contrib op was slower).
 """
 
 import warnings
