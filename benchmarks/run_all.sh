@@ -11,6 +11,9 @@ py=.venv/bin/python
 # one call: T x backend x threads x people (CPU, and CUDA where present)
 $py benchmarks/refine_latency.py --windows 27 --steps 2 --devices cpu cuda --seconds-per-cell 3
 $py benchmarks/hardware_limit.py --windows 27 --steps 2      # reads refine_latency.json
+# windows per call: the backends' default batch sizes (16 for onnx on the CPU, 256 else)
+$py benchmarks/refine_latency.py --windows 27 --steps 2 --threads 1 --batches 1 16 256 \
+    --seconds-per-cell 4 --name refine_latency_batches
 # the same call as the node's causal mode meets it: one call per frame (20 ms apart), and
 # with the second core busy
 $py benchmarks/refine_latency.py --windows 27 --steps 2 --backends onnx --threads 1 \

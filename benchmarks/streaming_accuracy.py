@@ -13,8 +13,9 @@ and the same model refines it offline (`refine_sequence`, the model's stride). M
                      behind the next frame).
 Reported per mode, over the frames it published: MPJPE of the lifter, of the stream and of
 offline refinement on the same frames (mm, frame mean), the paired difference stream -
-offline, the acceleration error of each (mm / frame^2, mean over joints and over frames whose
-neighbours were published too: what a controller learning from the motion sees as jerk), the share of frames published (a stream does not publish a sequence's last L..L+S-1
+offline, the acceleration error of each (mm / frame^2, mean over joints and over frames
+whose neighbours were published too: what a controller learning from the motion sees as
+jerk), the share of frames published (a stream does not publish a sequence's last L..L+S-1
 frames: the node counts them when the track ends), windows refined per frame, and the latency
 in frames. No timing here: node_latency.py measures milliseconds.
 
@@ -111,13 +112,12 @@ def with_stale_correction(published: dict, pose, frames_old: int) -> dict:
 
 
 def acceleration_error(estimate, truth) -> tuple[float, int]:
-    """Summed per-frame acceleration error (mm / frame^2, joint mean) and its frame count,
-    over consecutive frames (estimate and truth on the same, contiguous frames)."""
-    import numpy as np
+    """Summed per-frame acceleration error (mm / frame^2, joint mean; the metric of
+    `d3p evaluate`) and its frame count, over contiguous frames."""
+    from d3p_model.evaluate.metrics import acceleration_error_per_frame
     if len(estimate) < 3:
         return 0.0, 0
-    second = lambda x: x[2:] - 2 * x[1:-1] + x[:-2]  # noqa: E731
-    error = np.linalg.norm(second(estimate) - second(truth), axis=-1).mean(axis=-1)
+    error = acceleration_error_per_frame(estimate, truth)
     return 1000 * float(error.sum()), len(error)
 
 
@@ -182,8 +182,9 @@ def main(argv=None) -> int:
             s["published"] += len(frames)
             for name, estimate in (("lifter", pose[frames]), ("stream", streamed),
                                    ("offline", offline[frames])):
-                s[f"accel_{name}"] += acceleration_error(estimate, truth[frames])[0]
-            s["accel_frames"] += max(len(frames) - 2, 0)
+                total, count = acceleration_error(estimate, truth[frames])
+                s[f"accel_{name}"] += total
+            s["accel_frames"] += count          # the same frames for all three
         print(f"[{n + 1}/{len(keys)}] {key}: {len(pose)} frames, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
 

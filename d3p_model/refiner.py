@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .cnd.gaussian import ConditionalNoiseModel
-from .data.windows import check_windows, refine_in_windows
+from .data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from .denoiser.model import DenoiserConfig, PoseDenoiser
 from .diffusion.process import ddim_refine
 from .model_files import (CND_FILE, FORMAT, MODEL_FILE, VERSION, WEIGHTS_FILE,  # noqa: F401
@@ -183,9 +183,9 @@ class D3PRefiner:
         refined = self.refine_tensor(as_tensor(keypoints_2d), as_tensor(pose_3d), steps)
         return refined.to("cpu", torch.float32).numpy()
 
-    # windows per call in refine_sequence: PyTorch's CPU kernels gain from large batches
-    # (T = 27, 1 thread: 15.6 ms per window alone, 9.4 ms at 256), unlike ONNX Runtime's
-    default_batch_size = 256
+    # windows per call in refine_sequence: large, for accelerators; on the CPU PyTorch runs
+    # 16 and 256 windows per call alike (benchmarks/results/refine_latency_batches.md)
+    default_batch_size = BATCH_SIZE
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=None,
                         steps=None, correction_threshold=None) -> np.ndarray:

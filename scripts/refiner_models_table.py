@@ -60,7 +60,7 @@ def header(models: Path) -> str:
 
 
 def rows(models: Path) -> list[str]:
-    from d3p_model.trust import SPEC_KEY as THRESHOLD_KEY
+    from d3p_model.trust import threshold_from_spec
     lines = []
     for run in sorted(path for path in models.iterdir() if (path / "log.json").is_file()):
         log = json.loads((run / "log.json").read_text())
@@ -73,7 +73,7 @@ def rows(models: Path) -> list[str]:
             f"| `{run.name}` | `{log['provenance']['command']}` | {len(log['batch_losses'])} "
             f"| {log['epochs'][-1]['seconds'] / 60:.0f} | {calibration['mpjpe_in_mm']:.1f} -> "
             f"{calibration['mpjpe_out_mm']:.1f} | {spec.get('stride', '-')} "
-            f"| {float(spec.get(THRESHOLD_KEY, 0.0) or 0.0):g} |")
+            f"| {1000.0 * threshold_from_spec(spec):g} |")
     return lines
 
 

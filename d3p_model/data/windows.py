@@ -56,8 +56,12 @@ def check_windows(keypoints_2d: np.ndarray, pose_3d: np.ndarray, window: int, jo
         raise ValueError("keypoints_2d and pose_3d must be finite (no NaN or inf)")
 
 
+# windows per refine_windows call, unless a backend prefers fewer (ONNX Runtime on the CPU)
+BATCH_SIZE = 256
+
+
 def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints: int,
-                      stride=None, batch_size: int = 256,
+                      stride=None, batch_size: int = BATCH_SIZE,
                       correction_threshold: float = 0.0) -> np.ndarray:
     """Refine a whole (F, J, 2) + (F, J, 3) sequence with `refine_windows(kp, pose) -> refined`
     on batches of windows every `stride` frames (default: the window, no overlap); overlapping

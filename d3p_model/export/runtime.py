@@ -18,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from ..data.windows import check_windows, refine_in_windows
+from ..data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
 from ..trust import threshold_from_spec
@@ -140,9 +140,10 @@ class OnnxRefiner:
         if self.device == "cpu":
             self.precision = "fp32"
         # windows per call in refine_sequence: on the CPU this graph runs fastest on batches
-        # whose activations stay in the cache (T = 27, 1 thread: 3 ms per window at 8-32
-        # windows, 5 ms at 256; docs/performance.md); accelerators want large batches
-        self.default_batch_size = CPU_BATCH_SIZE if self.device == "cpu" else 256
+        # whose activations stay in the cache (T = 27, 1 thread: 3.3 ms per window at 16,
+        # 5.4 ms at 256: benchmarks/results/refine_latency_batches.md); accelerators want
+        # large batches
+        self.default_batch_size = CPU_BATCH_SIZE if self.device == "cpu" else BATCH_SIZE
 
     @classmethod
     def load(cls, model_dir=None, steps: int | None = None, device: str = "cpu",
