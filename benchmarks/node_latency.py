@@ -5,8 +5,8 @@ For each configuration (people x backend x threads) the node is started as its o
 exactly as the launch file starts it (`d3p_ros.processes.node_command`: the refiner_node
 executable with config/refiner.yaml) plus the benchmark's parameters: the shipped model
 (d3p_model.refiner.DEFAULT_MODEL, its T and K; --model DIR times another), the mode (causal,
-or lagged with --lag-frames and --stride: 0 = the node's defaults, half the window and the
-model's stride), the backend and num_threads asked for, input_rate and a shorter diagnostics
+or lagged with --lag-frames and --stride: unset, the node's defaults, half the window and
+9 frames), the backend and num_threads asked for, input_rate and a shorter diagnostics
 period. This process publishes time-synchronised Skeleton2DArray +
 Skeleton3DArray at --rate Hz (GENERATED motion, never Human3.6M; one distinct, increasing stamp
 per frame; the wall time just before each frame's first publish is kept) and subscribes to
@@ -69,8 +69,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("causal", "lagged"), default="causal")
     parser.add_argument("--lag-frames", type=int, default=0,
                         help="lagged mode: the node's lag_frames (0 = its default, window // 2)")
-    parser.add_argument("--stride", type=int, default=0,
-                        help="lagged mode: the node's stride (0 = the model's)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="lagged mode: the node's stride (default: the node's, "
+                             "config/refiner.yaml; 0 = the model's offline stride)")
     parser.add_argument("--model", default=None,
                         help="model directory (default: the shipped one)")
     parser.add_argument("--name", default=NAME, help="results file stem (default node_latency)")
@@ -203,9 +204,12 @@ class Publisher(threading.Thread):
 
 # ---------------------------------------------------------------- one configuration
 def node_overrides(args, model_dir: str, backend: str, threads: int) -> dict:
-    return {"model_dir": model_dir, "backend": backend, "num_threads": threads,
-            "steps": args.steps, "mode": args.mode, "lag_frames": args.lag_frames,
-            "stride": args.stride, "input_rate": args.rate, "diagnostics_period": 0.25}
+    overrides = {"model_dir": model_dir, "backend": backend, "num_threads": threads,
+                 "steps": args.steps, "mode": args.mode, "lag_frames": args.lag_frames,
+                 "input_rate": args.rate, "diagnostics_period": 0.25}
+    if args.stride is not None:
+        overrides["stride"] = args.stride
+    return overrides
 
 
 def run_configuration(args, model_dir: str, people: int, backend: str, threads: int,

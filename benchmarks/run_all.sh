@@ -31,4 +31,4 @@ $py benchmarks/offline_throughput.py --windows 27 --backends onnx --overlap-divi
 # what streaming costs in accuracy against offline refinement (every 16th test sequence)
 # (and the stale-correction design that was measured and not built)
 $py benchmarks/streaming_accuracy.py --sequence-stride 16 \
-    --modes causal lagged:13 lagged:26 stale:1
+    --modes causal lagged:13:9 lagged:26:9 lagged:13:21 stale:1

@@ -28,7 +28,7 @@ from .trust import SPEC_KEY as THRESHOLD_KEY, threshold_from_spec
 # The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode),
 # retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
 # (reprojection_inputs), chosen on the validation split by scripts/choose_default.py
-# (docs/results/default_choice.md), inference stride 9 in its model.json. No candidate passes
+# (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
 # every do-no-harm case; this one fails the fewest (docs/refiner.md). Trained by
 # `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj`
 # (three phases: from scratch, then two continuations).

@@ -87,7 +87,7 @@ PARAMETERS = {
     "sync_slop": (0.01, _DBL, "max stamp difference (s) of a 2D/3D pair", (1e-6, 10.0)),
     "mode": ("causal", _STR, "causal: refine each frame on arrival; lagged: once lag_frames later frames exist", None),
     "lag_frames": (0, _INT, "frames of look-ahead in lagged mode (< model window); 0 = window // 2", (0, 10000)),
-    "stride": (0, _INT, "lagged mode: frames between one person's refined windows, overlaps blended; 0 = the model's stride", (0, 10000)),
+    "stride": (9, _INT, "lagged mode: frames between one person's refined windows, overlaps blended (a frame waits lag_frames .. lag_frames + stride - 1); 0 = the model's offline stride (model.json)", (0, 10000)),
     "track_timeout": (1.0, _DBL, "forget a person not seen for this long (s, stamp time)", (1e-3, 3600.0)),
     "max_gap": (0.5, _DBL, "a larger stamp gap restarts that person's window (s)", (1e-3, 3600.0)),
     "backward_jump": (0.2, _DBL, "a stamp this much earlier restarts the window (bag loop); less is dropped as out of order (s)", (1e-3, 3600.0)),

@@ -17,8 +17,8 @@ Modes (`lag`, `stride`):
   that ends at it (padded at its start by repeating the first frame); its last frame is
   published.
 - lagged, `lag = L > 0`, `stride = s`: a window is refined every s frames of a track, and
-  each frame is published once, as the mean of all the windows that covered it by then
-  (overlapping windows blended, as `d3p refine` does offline). A window ending at frame e
+  each frame is published once, as the blend of all the windows that covered it by then
+  (weighted towards each window's centre, as `d3p refine` does offline: `blend_weights`). A window ending at frame e
   publishes frames e - L - s + 1 .. e - L (a track's first window: from its first frame; when
   that window would start after the first frame, one more window ending at frame T - 1
   covers it), so every frame waits L to L + s - 1 frames; with
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from d3p_model.data.windows import blend_weights
 from d3p_model.trust import limit_corrections
 
 PRUNE_FRAMES = 3    # a track is stale only when this many consecutive frames say so
@@ -73,7 +74,7 @@ class WindowFrame:
     seq: int = 0                # index of this frame in its track since the track (re)started
     # the blend of the refined windows that covered this frame so far (worker side only)
     refined_sum: np.ndarray | None = None
-    refined_count: int = 0
+    refined_weight: float = 0.0
     published: bool = False
 
 
@@ -260,23 +261,24 @@ class WindowManager:
     def complete(window: ReadyWindow, refined: np.ndarray,
                  correction_threshold: float = 0.0) -> tuple[list, int]:
         """Blend a refined (T, 17, 3) window into its frames; returns [(frame, pose)] for the
-        frames it publishes (the mean of every window that covered each, each joint's
+        frames it publishes (the `blend_weights` mean of every window that covered each, each joint's
         correction then soft-thresholded by `correction_threshold` metres, as `d3p refine`
         does: d3p_model/trust.py), and how many of them no refined window covered (skipped:
         their window was superseded)."""
         refined = np.asarray(refined, dtype=np.float64)
+        weights = blend_weights(len(refined))
         for position, frame in enumerate(window.frames, start=window.pad):
             if frame.published:
                 continue
             if frame.refined_sum is None:
-                frame.refined_sum = refined[position].copy()
+                frame.refined_sum = weights[position] * refined[position]
             else:
-                frame.refined_sum += refined[position]
-            frame.refined_count += 1
+                frame.refined_sum += weights[position] * refined[position]
+            frame.refined_weight += weights[position]
         out, skipped = [], 0
         for frame in window.publish:
-            if frame.refined_count:
-                blended = (frame.refined_sum / frame.refined_count).astype(np.float32)
+            if frame.refined_weight:
+                blended = (frame.refined_sum / frame.refined_weight).astype(np.float32)
                 out.append((frame, limit_corrections(frame.pose_3d, blended,
                                                      correction_threshold)))
             else:

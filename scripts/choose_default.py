@@ -3,13 +3,19 @@
 VALIDATION split only.
 
     .venv/bin/python scripts/choose_default.py MODEL_NAME [MODEL_NAME ...] \
-        [--strides 27 9] [--thresholds 0 2 4 ...] [--sequence-stride 2] [--apply]
+        [--strides 27 21 18 13 9] [--stride-tolerance-mm 0.05] [--thresholds 0 2 4 ...] \
+        [--sequence-stride 2] [--apply]
 
 For each candidate (d3p_model/models/refiner/<name>/model) it takes the validation sequences
 its training held out (model.json info.training.validation_keys: takes of the training
 subjects, never S9/S11) from its own training file, and measures
-  - MPJPE of the lifter's outputs and of the refined ones at each inference stride,
-  - at the best stride, for each correction threshold (d3p_model/trust.py: each joint's
+  - MPJPE and acceleration error of the lifter's outputs and of the refined ones at each
+    inference stride, overlapping windows blended as d3p refine does (blend_weights,
+    d3p_model/data/windows.py) and, for comparison, by a plain mean;
+  - the stride: the coarsest whose refined MPJPE is within --stride-tolerance-mm of the
+    lowest (windows cost model calls in proportion to 1/stride, and the results are
+    published to 0.1 mm, so a finer stride must win more than half of that to be worth it);
+  - at that stride, for each correction threshold (d3p_model/trust.py: each joint's
     final correction soft-thresholded by that many mm; it acts after the windows are
     blended, so one refinement serves every threshold), the refined MPJPE and do no harm on
     the ground truth of those sequences (clean, i.i.d. 10/20 mm, offset).
@@ -40,8 +46,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from d3p_model.data.predictions import load_predictions  # noqa: E402
+from d3p_model.data.windows import extract_windows, stitch_windows, window_starts  # noqa: E402
 from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  # noqa: E402
                                            mean_joint_error_mm as mpjpe_mm)
+from d3p_model.evaluate.metrics import acceleration_error_per_frame  # noqa: E402
 from d3p_model.refiner import D3PRefiner  # noqa: E402
 from d3p_model.skeleton import ROOT  # noqa: E402
 from d3p_model.train.config import resolve_data_path  # noqa: E402
@@ -66,28 +74,63 @@ def validation_sequences(refiner: D3PRefiner, every: int):
                seq.ground_truth_3d - seq.ground_truth_3d[:, ROOT:ROOT + 1])
 
 
-def assess(name: str, strides, every: int, thresholds_mm=(0.0,)) -> dict:
+def refine_blended(refiner: D3PRefiner, keypoints, pose, stride: int) -> tuple:
+    """One sequence refined at `stride` without a threshold: (blended as d3p refine does,
+    plain mean of the same windows)."""
+    window = refiner.window
+    starts = window_starts(len(pose), window, stride)
+    windows = np.concatenate([
+        refiner.refine_windows(extract_windows(keypoints, chunk, window),
+                               extract_windows(pose, chunk, window))
+        for chunk in np.array_split(starts, max(1, -(-len(starts) // 256)))])
+    return (stitch_windows(windows, starts, len(pose)),
+            stitch_windows(windows, starts, len(pose), weights=np.ones(window)))
+
+
+def acceleration_mm(outputs, sequences) -> float:
+    """Acceleration error (mm / frame^2), mean over every inner frame of the sequences."""
+    per_frame = np.concatenate([acceleration_error_per_frame(out, truth)
+                                for out, (*_, truth) in zip(outputs, sequences)])
+    return 1000.0 * float(per_frame.mean())
+
+
+def coarsest_within(by_stride: dict, tolerance_mm: float) -> int:
+    """The largest stride whose MPJPE is within `tolerance_mm` of the lowest."""
+    lowest = min(by_stride.values())
+    return max(s for s, mm in by_stride.items() if mm <= lowest + tolerance_mm)
+
+
+def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
+           stride_tolerance_mm: float = 0.0) -> dict:
     refiner = D3PRefiner.load(MODELS / name / "model")
     sequences = list(validation_sequences(refiner, every))
     frames = sum(s[2].shape[0] for s in sequences)
     lifter = sum(mpjpe_mm(pose, truth) * len(pose) for _, _, pose, truth in sequences) / frames
-    by_stride, outputs = {}, {}
+    lifter_accel = acceleration_mm([pose for _, _, pose, _ in sequences], sequences)
+    by_stride, outputs, blending = {}, {}, {}
     for stride in strides:
         stride = min(stride, refiner.window)
-        outputs[stride] = [refiner.refine_sequence(kp, pose, stride=stride,
-                                                   correction_threshold=0.0)
-                           for _, kp, pose, _ in sequences]
+        blended, plain = zip(*(refine_blended(refiner, kp, pose, stride)
+                               for _, kp, pose, _ in sequences))
+        outputs[stride] = list(blended)
         by_stride[stride] = sum(mpjpe_mm(out, truth) * len(out) for out, (*_, truth)
-                                in zip(outputs[stride], sequences)) / frames
-        print(f"{name} stride {stride}: {lifter:.2f} -> {by_stride[stride]:.2f} mm", flush=True)
-    best = min(by_stride, key=by_stride.get)
+                                in zip(blended, sequences)) / frames
+        blending[stride] = {
+            "accel": acceleration_mm(blended, sequences),
+            "plain_mean_mm": sum(mpjpe_mm(out, truth) * len(out) for out, (*_, truth)
+                                 in zip(plain, sequences)) / frames,
+            "plain_mean_accel": acceleration_mm(plain, sequences)}
+        print(f"{name} stride {stride}: {lifter:.2f} -> {by_stride[stride]:.2f} mm "
+              f"(plain mean {blending[stride]['plain_mean_mm']:.2f}), acceleration "
+              f"{lifter_accel:.2f} -> {blending[stride]['accel']:.2f} "
+              f"({blending[stride]['plain_mean_accel']:.2f})", flush=True)
+    best = coarsest_within(by_stride, stride_tolerance_mm)
     unthresholded = {}   # do-no-harm inputs -> their refinement at threshold 0
 
     def refine_case(kp, pose):
         digest = hashlib.sha1(np.ascontiguousarray(pose).tobytes()).hexdigest()
         if digest not in unthresholded:
-            unthresholded[digest] = refiner.refine_sequence(kp, pose, stride=best,
-                                                            correction_threshold=0.0)
+            unthresholded[digest] = refine_blended(refiner, kp, pose, best)[0]
         return unthresholded[digest]
 
     by_threshold = {}
@@ -110,6 +153,7 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,)) -> dict:
     row = by_threshold[chosen]
     return {"name": name, "sequences": len(sequences), "frames": frames,
             "lifter_mm": lifter, "refined_mm_by_stride": by_stride, "best_stride": best,
+            "lifter_accel": lifter_accel, "blending_by_stride": blending,
             "by_threshold": by_threshold, "best_threshold": chosen,
             "refined_mm": row["refined_mm"], "do_no_harm": row["do_no_harm"],
             "harmed": row["harmed"], "qualifies": row["qualifies"]}
@@ -118,7 +162,10 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,)) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="model names under d3p_model/models/refiner/")
-    parser.add_argument("--strides", type=int, nargs="+", default=[27, 9])
+    parser.add_argument("--strides", type=int, nargs="+", default=[27, 21, 18, 13, 9])
+    parser.add_argument("--stride-tolerance-mm", type=float, default=0.05, metavar="MM",
+                        help="take the coarsest stride within MM of the lowest validation "
+                             "MPJPE (default 0.05: half the published resolution)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS_MM,
                         metavar="MM", help="correction thresholds to try, mm (0: off)")
     parser.add_argument("--sequence-stride", type=int, default=2, metavar="K",
@@ -145,7 +192,8 @@ def main(argv=None) -> int:
     else:
         earlier = reusable_rows(parser, args)
         rows = [earlier[name] if name in earlier else
-                assess(name, args.strides, args.sequence_stride, args.thresholds)
+                assess(name, args.strides, args.sequence_stride, args.thresholds,
+                       args.stride_tolerance_mm)
                 for name in args.models]
         sources = sorted({earlier[name]["measured_by"] for name in args.models
                           if name in earlier})
@@ -169,8 +217,11 @@ def main(argv=None) -> int:
     lines = ["# Choosing the shipped refiner (validation split only)", "",
              f"Generated by `{command}`. Each candidate's own validation sequences (takes of "
              "the training subjects held out from its training; never S9/S11), MPJPE in mm. "
-             "Refined at each inference stride without a correction threshold; then, at the "
-             "best stride, each correction threshold (d3p_model/trust.py). Do-no-harm "
+             "Refined at each inference stride without a correction threshold, overlapping "
+             "windows blended as `d3p refine` does (`blend_weights`); the stride taken is the "
+             "coarsest within the tolerance of the lowest MPJPE (the command's "
+             "`--stride-tolerance-mm`, default 0.05); then, at that stride, each correction "
+             "threshold (d3p_model/trust.py). Do-no-harm "
              "columns: refined MPJPE of the ground truth fed as input (clean) and with known "
              "errors; the input errors are given in the header.", ""]
     cases = list(rows[0]["do_no_harm"])
@@ -186,6 +237,20 @@ def main(argv=None) -> int:
         lines.append(f"| {r['name']} | {r['lifter_mm']:.2f} | " + " | ".join(refined)
                      + f" | {r['best_threshold']:g} | {r['refined_mm']:.2f} | "
                      + harm_cells(r, cases) + f" | {verdict(r)} |")
+    lines += ["", "Blending the overlapping windows: MPJPE (mm) and acceleration error "
+              "(mm / frame^2) of the refined output without a threshold, by stride, with "
+              "`d3p refine`'s blend (weights favouring each window's centre) / a plain mean "
+              "of the same windows:", "",
+              "| model | lifter MPJPE / accel | " + " | ".join(f"stride {s}" for s in strides)
+              + " |", "| --- | --- | " + " | ".join("---" for _ in strides) + " |"]
+    for r in rows:
+        cells = []
+        for s in strides:
+            b = r["blending_by_stride"].get(s)
+            cells.append(f"{r['refined_mm_by_stride'][s]:.2f} / {b['plain_mean_mm']:.2f} mm, "
+                         f"accel {b['accel']:.2f} / {b['plain_mean_accel']:.2f}" if b else "")
+        lines.append(f"| {r['name']} | {r['lifter_mm']:.2f} / {r['lifter_accel']:.2f} | "
+                     + " | ".join(cells) + " |")
     for r in rows:
         lines += ["", f"`{r['name']}` at stride {r['best_stride']}, by correction threshold:", "",
                   "| threshold (mm) | refined | " + harm_header + " | qualifies |",
@@ -218,6 +283,7 @@ def verdict(row: dict) -> str:
 def json_keys_to_numbers(row: dict) -> None:
     """JSON keys are strings: the strides and thresholds back to numbers."""
     row["refined_mm_by_stride"] = {int(k): v for k, v in row["refined_mm_by_stride"].items()}
+    row["blending_by_stride"] = {int(k): v for k, v in row["blending_by_stride"].items()}
     row["by_threshold"] = {float(k): v for k, v in row["by_threshold"].items()}
 
 
@@ -225,16 +291,18 @@ def reusable_rows(parser: argparse.ArgumentParser, args) -> dict:
     """{model name: row} from earlier runs' JSON measured with these settings; each row
     remembers the command that measured it."""
     rows = {}
-    wanted = (args.strides, args.sequence_stride, [float(t) for t in args.thresholds])
+    wanted = (args.strides, args.sequence_stride, [float(t) for t in args.thresholds],
+              args.stride_tolerance_mm)
     for path in args.reuse:
         saved = json.loads(path.read_text())
         saved_args = parser.parse_args(shlex.split(saved["command"].split(REUSED)[0])[1:])
         measured = (saved_args.strides, saved_args.sequence_stride,
-                    [float(t) for t in saved_args.thresholds])
-        if measured != wanted or any("by_threshold" not in r for r in saved["rows"]):
+                    [float(t) for t in saved_args.thresholds], saved_args.stride_tolerance_mm)
+        if measured != wanted or any("blending_by_stride" not in r for r in saved["rows"]):
             raise SystemExit(f"{path}: measured with --strides {measured[0]} --sequence-stride "
-                             f"{measured[1]} --thresholds {measured[2]} (or before thresholds "
-                             f"existed), not {wanted[0]} / {wanted[1]} / {wanted[2]}: "
+                             f"{measured[1]} --thresholds {measured[2]} --stride-tolerance-mm "
+                             f"{measured[3]} (or before blending was measured), not "
+                             f"{wanted[0]} / {wanted[1]} / {wanted[2]} / {wanted[3]}: "
                              "cannot reuse")
         for row in saved["rows"]:
             json_keys_to_numbers(row)

@@ -161,8 +161,14 @@ def test_offline_throughput_quick(tmp_path, small_predictions):
     assert payload["sequences"] == len(sequences) == 4
     assert payload["frames"] == 4 * 70
     runs = payload["runs"]
+    # no overlap, the model's own stride (model.json) and T / 3
+    from d3p_model.refiner import D3PRefiner, default_model_dir
+    model_stride = D3PRefiner.load(default_model_dir()).stride
+    strides = {27, model_stride, 9}
     assert {(r["backend"], r["window"], r["stride"]) for r in runs} == {
-        ("torch", 27, 27), ("torch", 27, 9), ("onnx", 27, 27), ("onnx", 27, 9)}
+        (b, 27, s) for b in ("torch", "onnx") for s in strides}
+    assert all(r["model_stride"] == model_stride for r in runs)
+    assert f"{model_stride} (the model's)" in markdown
     for run in runs:
         assert run["frames"] == payload["frames"] and run["threads"] == 1
         assert run["processes"] == 2 and run["sequences"] == 4
@@ -250,11 +256,14 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     assert completed.returncode == 0, completed.stderr
     payload, markdown = check_written(out, "streaming_accuracy")
     rows = {r["mode"]: r for r in payload["results"]}
-    causal, parity, strided = rows["causal"], rows["lagged L=26 s=9"], rows["lagged L=13 s=3"]
+    from d3p_model.refiner import D3PRefiner, default_model_dir
+    model_stride = D3PRefiner.load(default_model_dir()).stride     # lagged:26's stride
+    causal, parity = rows["causal"], rows[f"lagged L=26 s={model_stride}"]
+    strided = rows["lagged L=13 s=3"]
     assert causal["published_share"] == 1.0 and causal["windows_per_frame"] == 1.0
     assert causal["latency_frames"] == [0, 0]
-    # 70 frames: lag 26 publishes frames 0-36, which no end-aligned offline window touches,
-    # so stream and offline agree exactly there
+    # 70 frames: lag 26 publishes only frames at least 26 before the end, away from the
+    # end-aligned offline window, so stream and offline agree exactly there
     assert abs(parity["stream_minus_offline_mm"]) < 1e-3
     assert strided["latency_frames"] == [13, 15] and strided["published_share"] < 1.0
     assert all(r["frames_total"] == 140 for r in rows.values())

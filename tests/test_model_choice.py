@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,9 +82,11 @@ def fake_row(name, lifter, by_stride, harmed, threshold=0.0):
     qualifies = not harmed and by_stride[best] < lifter
     at = {"refined_mm": by_stride[best], "do_no_harm": harm, "harmed": harmed,
           "qualifies": qualifies}
+    blending = {s: {"accel": 1.0, "plain_mean_mm": mm + 0.1, "plain_mean_accel": 1.5}
+                for s, mm in by_stride.items()}
     return {"name": name, "lifter_mm": lifter, "refined_mm_by_stride": by_stride,
-            "best_stride": best, "by_threshold": {threshold: at}, "best_threshold": threshold,
-            **at}
+            "best_stride": best, "lifter_accel": 2.0, "blending_by_stride": blending,
+            "by_threshold": {threshold: at}, "best_threshold": threshold, **at}
 
 
 def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp_path,
@@ -92,7 +95,7 @@ def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp
     fake = {"cand": (30.0, {5: 28.0, 2: 27.0}, [], 4.0),     # qualifies, best at stride 2
             "cand_depth6": (30.0, {5: 20.0, 2: 21.0}, ["iid_10mm"], 0.0),  # lower but harms
             "identity": (30.0, {5: 30.0, 2: 30.0}, [], 0.0)}      # no gain
-    monkeypatch.setattr(choose_default, "assess", lambda name, strides, every, thresholds:
+    monkeypatch.setattr(choose_default, "assess", lambda name, *settings:
                         fake_row(name, *fake[name]))
     choose_default.main(["cand", "cand_depth6", "identity", "--docs", str(tmp_path), "--apply"])
     assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"] == \
@@ -104,6 +107,30 @@ def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp
     from d3p_model.refiner import D3PRefiner
     loaded = D3PRefiner.load(models / "cand" / "model")
     assert (loaded.stride, loaded.correction_threshold) == (2, pytest.approx(0.004))
+
+
+def test_the_coarsest_stride_within_the_tolerance_is_taken():
+    by_stride = {27: 30.10, 21: 30.04, 13: 30.01, 9: 30.00, 3: 30.02}
+    assert choose_default.coarsest_within(by_stride, 0.0) == 9
+    assert choose_default.coarsest_within(by_stride, 0.05) == 21
+    assert choose_default.coarsest_within(by_stride, 0.2) == 27
+
+
+def test_the_measured_blend_is_what_d3p_refine_computes(models, monkeypatch):
+    """The figures the stride is chosen by come from the same blending as refine_sequence;
+    the plain mean differs from it only where windows overlap."""
+    from d3p_model.refiner import D3PRefiner
+    refiner = D3PRefiner.load(models / "cand" / "model")
+    _, keypoints, pose, _ = next(choose_default.validation_sequences(refiner, 1))
+    for stride in (5, 2):
+        blended, plain = choose_default.refine_blended(refiner, keypoints, pose, stride)
+        np.testing.assert_allclose(
+            blended, refiner.refine_sequence(keypoints, pose, stride=stride,
+                                             correction_threshold=0.0), atol=1e-6)
+        if stride == 5:   # no overlap but the end-aligned last window
+            np.testing.assert_allclose(blended[:35], plain[:35], atol=1e-6)
+        else:
+            assert not np.allclose(blended, plain, atol=1e-6)
 
 
 def test_the_threshold_that_passes_do_no_harm_is_chosen(models, tmp_path, monkeypatch):
@@ -133,7 +160,7 @@ def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(models, t
     monkeypatch.setattr(choose_default, "MODELS", models)
     measured = []
 
-    def fake_assess(name, strides, every, thresholds):
+    def fake_assess(name, *settings):
         measured.append(name)
         return fake_row(name, 30.0, {5: {"cand": 27.0, "identity": 30.0}[name]}, [])
     monkeypatch.setattr(choose_default, "assess", fake_assess)
@@ -149,7 +176,8 @@ def test_rows_of_an_earlier_run_are_reused_only_with_the_same_settings(models, t
     assert "rows reused from: scripts/choose_default.py identity --strides 5" in \
         (second / "default_choice.md").read_text()
     # the reused run's settings must match
-    for other in (["--strides", "5", "9"], ["--strides", "5", "--thresholds", "0", "3"]):
+    for other in (["--strides", "5", "9"], ["--strides", "5", "--thresholds", "0", "3"],
+                  ["--strides", "5", "--stride-tolerance-mm", "0.2"]):
         with pytest.raises(SystemExit, match="cannot reuse"):
             choose_default.main(["identity", *other, "--docs", str(tmp_path / "x"),
                                  "--reuse", str(first / "default_choice.json")])

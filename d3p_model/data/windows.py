@@ -2,7 +2,8 @@
 
 Windows start every `stride` frames; the last window is aligned to the sequence end so every
 frame is covered. Sequences shorter than the window are edge-padded (the first/last frame
-repeated), the usual choice for seq2seq pose models.
+repeated), the usual choice for seq2seq pose models. Overlapping outputs are blended with
+`blend_weights`, which favour each window's centre.
 """
 
 import numpy as np
@@ -31,16 +32,36 @@ def extract_windows(array: np.ndarray, starts: np.ndarray, window: int) -> np.nd
     return array[index]
 
 
-def stitch_windows(windows: np.ndarray, starts: np.ndarray, num_frames: int) -> np.ndarray:
-    """Average overlapping window outputs back into one (F, ...) sequence."""
+def blend_weights(window: int) -> np.ndarray:
+    """(window,) weight of each window position when overlapping outputs are blended: a
+    triangle, 1 at the centre, 1/window at either end (never 0, so a frame only one window
+    covers keeps that window's output).
+
+    Why not a plain mean: a window's end frames have context on one side only, and a plain
+    mean jumps wherever a window starts or ends, which shows as jerk. Measured on S9/S11 at
+    stride 9 (docs/refiner.md, "Blending overlapping windows"): acceleration error 1.04 ->
+    0.68 mm/frame^2 with ground-truth 2D (the lifter's: 1.02), MPJPE unchanged to 0.02 mm."""
+    position = np.arange(window, dtype=np.float64) + 0.5
+    return 1.0 - np.abs(2.0 * position / window - 1.0)
+
+
+def stitch_windows(windows: np.ndarray, starts: np.ndarray, num_frames: int,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Blend overlapping (N, window, ...) outputs back into one (F, ...) sequence: each frame
+    the mean of the windows that cover it, weighted by each one's position (`weights`,
+    (window,) > 0; default `blend_weights`; all ones: the plain mean)."""
     window = windows.shape[1]
+    weights = blend_weights(window) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != (window,) or not np.all(weights > 0):
+        raise ValueError(f"weights must be ({window},) and > 0, got {weights}")
+    extra = (1,) * (windows.ndim - 2)
     total = np.zeros((num_frames,) + windows.shape[2:], dtype=np.float64)
-    count = np.zeros(num_frames, dtype=np.float64)
+    weight = np.zeros(num_frames, dtype=np.float64)
     for start, values in zip(starts, windows):
         stop = min(start + window, num_frames)
-        total[start:stop] += values[: stop - start]
-        count[start:stop] += 1
-    return (total / count.reshape((-1,) + (1,) * (windows.ndim - 2))).astype(windows.dtype)
+        total[start:stop] += weights[: stop - start].reshape((-1,) + extra) * values[: stop - start]
+        weight[start:stop] += weights[: stop - start]
+    return (total / weight.reshape((-1,) + extra)).astype(windows.dtype)
 
 
 def check_windows(keypoints_2d: np.ndarray, pose_3d: np.ndarray, window: int, joints: int) -> None:
@@ -65,7 +86,7 @@ def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints
                       correction_threshold: float = 0.0) -> np.ndarray:
     """Refine a whole (F, J, 2) + (F, J, 3) sequence with `refine_windows(kp, pose) -> refined`
     on batches of windows every `stride` frames (default: the window, no overlap); overlapping
-    outputs are averaged, then each joint's correction is soft-thresholded by
+    outputs are blended (`stitch_windows`), then each joint's correction is soft-thresholded by
     `correction_threshold` metres (d3p_model/trust.py; 0: unchanged)."""
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
     pose_3d = np.asarray(pose_3d, dtype=np.float32)
