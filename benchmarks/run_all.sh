@@ -24,8 +24,8 @@ $py benchmarks/refine_latency.py --windows 27 --steps 2 --backends onnx --thread
 $py benchmarks/node_latency.py --people 1 --backends onnx --threads 1 2 --seconds 15
 $py benchmarks/node_latency.py --people 10 --mode lagged --backends onnx --threads 1 \
     --seconds 15 --name node_latency_lagged
-# offline: every test sequence, the model's stride (9: the published accuracy) and
-# non-overlapping windows (27), two one-thread processes
+# offline: every test sequence, the model's stride (model.json, 21: the published accuracy),
+# non-overlapping windows (27) and the former stride 9 (T / 3), two one-thread processes
 $py benchmarks/offline_throughput.py --windows 27 --backends onnx --overlap-divisor 3 \
     --processes 2 --threads 1
 # what streaming costs in accuracy against offline refinement (every 16th test sequence)
