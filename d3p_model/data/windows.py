@@ -38,9 +38,11 @@ def blend_weights(window: int) -> np.ndarray:
     covers keeps that window's output).
 
     Why not a plain mean: a window's end frames have context on one side only, and a plain
-    mean jumps wherever a window starts or ends, which shows as jerk. Measured on S9/S11 at
-    stride 9 (docs/refiner.md, "Blending overlapping windows"): acceleration error 1.04 ->
-    0.68 mm/frame^2 with ground-truth 2D (the lifter's: 1.02), MPJPE unchanged to 0.02 mm."""
+    mean jumps wherever a window starts or ends, which shows as jerk. Measured on the
+    validation takes by scripts/choose_default.py (docs/results/model_choice_gt2d.md; docs/
+    refiner.md, "Blending overlapping windows"): with ground-truth 2D at stride 9 the
+    acceleration error is 0.76 mm/frame^2 against 1.15 for the plain mean (the lifter's:
+    1.15), MPJPE the same to 0.01 mm."""
     position = np.arange(window, dtype=np.float64) + 0.5
     return 1.0 - np.abs(2.0 * position / window - 1.0)
 
