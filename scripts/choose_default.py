@@ -243,7 +243,7 @@ def main(argv=None) -> int:
               "of the same windows:", "",
               "| model | lifter MPJPE / accel | " + " | ".join(f"stride {s}" for s in strides)
               + " |", "| --- | --- | " + " | ".join("---" for _ in strides) + " |"]
-    for r in rows:
+    for r in (r for r in rows if r["blending_by_stride"]):
         cells = []
         for s in strides:
             b = r["blending_by_stride"].get(s)
@@ -283,7 +283,8 @@ def verdict(row: dict) -> str:
 def json_keys_to_numbers(row: dict) -> None:
     """JSON keys are strings: the strides and thresholds back to numbers."""
     row["refined_mm_by_stride"] = {int(k): v for k, v in row["refined_mm_by_stride"].items()}
-    row["blending_by_stride"] = {int(k): v for k, v in row["blending_by_stride"].items()}
+    # rows saved before the blend was measured have none (their page shows no blend row)
+    row["blending_by_stride"] = {int(k): v for k, v in row.get("blending_by_stride", {}).items()}
     row["by_threshold"] = {float(k): v for k, v in row["by_threshold"].items()}
 
 

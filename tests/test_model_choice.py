@@ -73,6 +73,14 @@ def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkey
     choose_default.main(["identity", "--docs", str(tmp_path),
                          "--from-json", str(tmp_path / "default_choice.json")])
     assert (tmp_path / "default_choice.md").read_text() == page
+    # a JSON written before the blend was measured still rebuilds its page, without that row
+    old = json.loads((tmp_path / "default_choice.json").read_text())
+    for row in old["rows"]:
+        del row["blending_by_stride"], row["lifter_accel"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    choose_default.main(["identity", "--docs", str(tmp_path / "old"),
+                         "--from-json", str(tmp_path / "old.json")])
+    assert "| identity |" in (tmp_path / "old" / "default_choice.md").read_text()
 
 
 def fake_row(name, lifter, by_stride, harmed, threshold=0.0):
