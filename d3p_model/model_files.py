@@ -1,5 +1,7 @@
-"""A refiner model directory's file names and its model.json reader, without torch, so the
-ONNX Runtime path (d3p_model/export/runtime.py) reads models the same way D3PRefiner does."""
+"""A refiner model directory's file names, its model.json reader and where the shipped model
+is, without torch, so the ONNX Runtime path (d3p_model/export/runtime.py, `d3p refine
+--backend onnx`, the node's onnx backend) finds and reads models the same way D3PRefiner
+does without importing torch."""
 
 import json
 import pathlib
@@ -9,6 +11,19 @@ VERSION = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 CND_FILE = "cnd.pt"
+
+# The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode),
+# retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
+# (reprojection_inputs), chosen on the validation split by scripts/choose_default.py
+# (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
+# every do-no-harm case; this one fails the fewest (docs/refiner.md). Trained by
+# `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj`
+# (three phases: from scratch, then two continuations).
+DEFAULT_MODEL = "h36m_sh2d_t27_reproj"
+
+
+def default_model_dir() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parent / "models" / "refiner" / DEFAULT_MODEL / "model"
 
 
 class D3PModelError(ValueError):

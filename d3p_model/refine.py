@@ -88,7 +88,7 @@ def main(args) -> int:
 
     from .data.predictions import (Predictions, PredictionsFormatError, Sequence,
                                    load_predictions, save_predictions)
-    from .refiner import D3PModelError, default_model_dir
+    from .model_files import D3PModelError, default_model_dir
 
     model_dir = args.model or default_model_dir()
     for name, value, least in (("--steps", args.steps, 1), ("--threads", args.threads, 0),

@@ -19,25 +19,12 @@ from .cnd.gaussian import ConditionalNoiseModel
 from .data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from .denoiser.model import DenoiserConfig, PoseDenoiser
 from .diffusion.process import ddim_refine
-from .model_files import (CND_FILE, FORMAT, MODEL_FILE, VERSION, WEIGHTS_FILE,  # noqa: F401
-                          D3PModelError, read_model_spec)
+from .model_files import (CND_FILE, DEFAULT_MODEL, FORMAT, MODEL_FILE,  # noqa: F401
+                          VERSION, WEIGHTS_FILE, D3PModelError, default_model_dir,
+                          read_model_spec)
 from .diffusion.schedule import DEFAULT_OFFSET, DEFAULT_TIMESTEPS, cosine_alpha_bar
 from .skeleton import NUM_JOINTS, ROOT
 from .trust import SPEC_KEY as THRESHOLD_KEY, threshold_from_spec
-
-# The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode),
-# retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
-# (reprojection_inputs), chosen on the validation split by scripts/choose_default.py
-# (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
-# every do-no-harm case; this one fails the fewest (docs/refiner.md). Trained by
-# `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj`
-# (three phases: from scratch, then two continuations).
-DEFAULT_MODEL = "h36m_sh2d_t27_reproj"
-
-
-def default_model_dir() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parent / "models" / "refiner" / DEFAULT_MODEL / "model"
-
 
 def error_scale_per_joint(cnd: ConditionalNoiseModel) -> torch.Tensor:
     """(17, 3) fixed scale of the denoiser's output; the root row is 1 (its output is 0)."""

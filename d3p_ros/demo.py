@@ -51,7 +51,7 @@ def choose_model(model_arg: str, predictions: str | None) -> str:
     lifter, so the shipped refiner (trained on that lifter's errors) applies to it too."""
     if model_arg:
         return model_arg
-    from d3p_model.refiner import default_model_dir
+    from d3p_model.model_files import default_model_dir
     return str(default_model_dir())
 
 

@@ -339,7 +339,7 @@ class RefinerNode(LifecycleNode):
         p = self.params
         model_dir = p["model_dir"]
         if not model_dir:
-            from d3p_model.refiner import default_model_dir
+            from d3p_model.model_files import default_model_dir
             model_dir = str(default_model_dir())
         self.backend = create_backend(p["backend"], model_dir, device=p["device"], fp16=p["fp16"],
                                       steps=p["steps"], num_threads=p["num_threads"],

@@ -279,3 +279,29 @@ def test_shipped_exports_are_current():
         warnings = []
         runtime = OnnxRefiner.load(model, warn=warnings.append)
         assert runtime.onnx_file == model / onnx_file_name(2) and not warnings, warnings
+
+
+def test_the_onnx_runtime_path_runs_without_torch(tmp_path):
+    """`d3p refine --backend onnx` and the node's onnx backend need numpy and onnxruntime
+    only: importing torch would cost each process about 1.4 s and 250 MB for nothing."""
+    import subprocess
+    import sys
+    data = tmp_path / "in.npz"
+    save_predictions(data, make_synthetic_predictions(num_sequences=2, num_frames=40, seed=2))
+    script = (
+        "import sys\n"
+        "from d3p_model.cli import main\n"
+        f"assert main(['refine', {str(data)!r}, '-o', {str(tmp_path / 'out.npz')!r}, "
+        "'--backend', 'onnx', '--no-progress']) == 0\n"
+        "import numpy as np\n"
+        "from d3p_ros.inference import create_backend\n"
+        "from d3p_model.model_files import default_model_dir\n"
+        "backend = create_backend('onnx', default_model_dir(), num_threads=1)\n"
+        "window = np.zeros((1, backend.window, 17, 2), np.float32)\n"
+        "assert np.all(np.isfinite(backend.refine(window, np.zeros((1, backend.window, 17, 3), "
+        "np.float32))))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert load_predictions(tmp_path / "out.npz").meta["refined_by"]["backend"] == "onnx"

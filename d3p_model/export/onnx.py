@@ -13,7 +13,6 @@ the newer exporter would be needed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import warnings
@@ -22,29 +21,11 @@ import torch
 from torch import nn
 
 from ..skeleton import NUM_JOINTS
+# the graph's names and metadata keys live without torch (graph_file.py), for the runtime
+from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, OUTPUT,  # noqa: F401
+                         onnx_file_name, source_digest)
 
 OPSET = 18
-INPUTS = ("keypoints_2d", "pose_3d")
-OUTPUT = "refined"
-META_SPEC = "d3p.model_json"        # the model.json of the exported model
-META_STEPS = "d3p.steps"
-META_SOURCE = "d3p.source_sha256"   # of the model directory's weights + CND files
-
-
-def onnx_file_name(steps: int) -> str:
-    """Name of the K-step graph inside a model directory."""
-    return f"refiner_k{int(steps)}.onnx"
-
-
-def source_digest(model_dir) -> str:
-    """sha256 of a model directory's weights and CND statistics: what a graph bakes in. Plain
-    file hashing, so a runtime without torch can tell a stale .onnx from a current one."""
-    from ..refiner import CND_FILE, WEIGHTS_FILE
-
-    digest = hashlib.sha256()
-    for name in (WEIGHTS_FILE, CND_FILE):
-        digest.update((pathlib.Path(model_dir) / name).read_bytes())
-    return digest.hexdigest()
 
 
 class RefinementGraph(nn.Module):

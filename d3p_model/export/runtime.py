@@ -22,7 +22,7 @@ from ..data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
 from ..trust import threshold_from_spec
-from .onnx import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
+from .graph_file import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
 
 _log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class OnnxRefiner:
              warn=_log.warning) -> "OnnxRefiner":
         if onnx_file is None:
             if model_dir is None:
-                from ..refiner import default_model_dir
+                from ..model_files import default_model_dir
                 model_dir = default_model_dir()
             model_dir = pathlib.Path(model_dir)
             spec = read_model_spec(model_dir)

@@ -1,0 +1,30 @@
+"""What an exported refinement graph is called and carries (input names, metadata keys, the
+digest of the weights it bakes in): plain names and file hashing, without torch, so ONNX
+Runtime (runtime.py) opens and checks a graph that torch (onnx.py) wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+from ..model_files import CND_FILE, WEIGHTS_FILE
+
+INPUTS = ("keypoints_2d", "pose_3d")
+OUTPUT = "refined"
+META_SPEC = "d3p.model_json"        # the model.json of the exported model
+META_STEPS = "d3p.steps"
+META_SOURCE = "d3p.source_sha256"   # of the model directory's weights + CND files
+
+
+def onnx_file_name(steps: int) -> str:
+    """Name of the K-step graph inside a model directory."""
+    return f"refiner_k{int(steps)}.onnx"
+
+
+def source_digest(model_dir) -> str:
+    """sha256 of a model directory's weights and CND statistics: what a graph bakes in, so a
+    runtime can tell a stale .onnx from a current one."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_FILE, CND_FILE):
+        digest.update((pathlib.Path(model_dir) / name).read_bytes())
+    return digest.hexdigest()
