@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directory (default: the shipped model, d3p_model/refiner.py DEFAULT_MODEL)")
     parser.add_argument("--stride", type=int, default=None,
                         help="frames between windows (default: the model's stride, from its "
-                             "model.json; smaller than the window: overlapping windows, averaged)")
+                             "model.json; smaller than the window: overlapping windows, blended)")
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default: the model's, 2)")
     parser.add_argument("--batch-size", type=int, default=None,

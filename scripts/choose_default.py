@@ -46,7 +46,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from d3p_model.data.predictions import load_predictions  # noqa: E402
-from d3p_model.data.windows import extract_windows, stitch_windows, window_starts  # noqa: E402
+from d3p_model.data.windows import (refine_window_batches, stitch_windows,  # noqa: E402
+                                    window_starts)
 from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  # noqa: E402
                                            mean_joint_error_mm as mpjpe_mm)
 from d3p_model.evaluate.metrics import acceleration_error_per_frame  # noqa: E402
@@ -79,12 +80,16 @@ def refine_blended(refiner: D3PRefiner, keypoints, pose, stride: int) -> tuple:
     plain mean of the same windows)."""
     window = refiner.window
     starts = window_starts(len(pose), window, stride)
-    windows = np.concatenate([
-        refiner.refine_windows(extract_windows(keypoints, chunk, window),
-                               extract_windows(pose, chunk, window))
-        for chunk in np.array_split(starts, max(1, -(-len(starts) // 256)))])
+    windows = refine_window_batches(refiner.refine_windows, keypoints, pose, starts, window)
     return (stitch_windows(windows, starts, len(pose)),
             stitch_windows(windows, starts, len(pose), weights=np.ones(window)))
+
+
+def mpjpe_over_frames(outputs, sequences) -> float:
+    """MPJPE (mm) of each sequence's output against its truth, mean over all frames."""
+    frames = sum(len(out) for out in outputs)
+    return sum(mpjpe_mm(out, truth) * len(out)
+               for out, (*_, truth) in zip(outputs, sequences)) / frames
 
 
 def acceleration_mm(outputs, sequences) -> float:
@@ -105,7 +110,7 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
     refiner = D3PRefiner.load(MODELS / name / "model")
     sequences = list(validation_sequences(refiner, every))
     frames = sum(s[2].shape[0] for s in sequences)
-    lifter = sum(mpjpe_mm(pose, truth) * len(pose) for _, _, pose, truth in sequences) / frames
+    lifter = mpjpe_over_frames([pose for _, _, pose, _ in sequences], sequences)
     lifter_accel = acceleration_mm([pose for _, _, pose, _ in sequences], sequences)
     by_stride, outputs, blending = {}, {}, {}
     for stride in strides:
@@ -113,12 +118,10 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
         blended, plain = zip(*(refine_blended(refiner, kp, pose, stride)
                                for _, kp, pose, _ in sequences))
         outputs[stride] = list(blended)
-        by_stride[stride] = sum(mpjpe_mm(out, truth) * len(out) for out, (*_, truth)
-                                in zip(blended, sequences)) / frames
+        by_stride[stride] = mpjpe_over_frames(blended, sequences)
         blending[stride] = {
             "accel": acceleration_mm(blended, sequences),
-            "plain_mean_mm": sum(mpjpe_mm(out, truth) * len(out) for out, (*_, truth)
-                                 in zip(plain, sequences)) / frames,
+            "plain_mean_mm": mpjpe_over_frames(plain, sequences),
             "plain_mean_accel": acceleration_mm(plain, sequences)}
         print(f"{name} stride {stride}: {lifter:.2f} -> {by_stride[stride]:.2f} mm "
               f"(plain mean {blending[stride]['plain_mean_mm']:.2f}), acceleration "
@@ -130,15 +133,16 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
     def refine_case(kp, pose):
         digest = hashlib.sha1(np.ascontiguousarray(pose).tobytes()).hexdigest()
         if digest not in unthresholded:
-            unthresholded[digest] = refine_blended(refiner, kp, pose, best)[0]
+            unthresholded[digest] = refiner.refine_sequence(kp, pose, stride=best,
+                                                            correction_threshold=0.0)
         return unthresholded[digest]
 
     by_threshold = {}
     for mm in thresholds_mm:
         limit = lambda pose, out: limit_corrections(  # noqa: E731
             pose - pose[:, ROOT:ROOT + 1], out, mm / 1000.0)
-        refined = sum(mpjpe_mm(limit(pose, out), truth) * len(out) for out, (_, _, pose, truth)
-                      in zip(outputs[best], sequences)) / frames
+        refined = mpjpe_over_frames([limit(pose, out) for out, (_, _, pose, _)
+                                     in zip(outputs[best], sequences)], sequences)
         harm = evaluate_do_no_harm(lambda kp, pose: limit(pose, refine_case(kp, pose)),
                                    ((k, kp, truth) for k, kp, _, truth in sequences))
         failures = harm_failures(harm)

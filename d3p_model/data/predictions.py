@@ -101,8 +101,8 @@ def save_predictions(path, predictions: Predictions) -> None:
                 arrays[f"{key}/{name}"] = np.asarray(value, dtype=np.float32)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # Through a file object: np.savez would append '.npz' to a bare path. Uncompressed:
-    # float poses deflate by only ~28% (Human3.6M test set: 286 -> 207 MB) at 11 s against
-    # 0.2 s, which would be a fifth of `d3p refine`'s whole run on it.
+    # float poses deflate by only about a quarter, and compressing the Human3.6M test set
+    # took longer than any step of `d3p refine` but the refinement (docs/performance.md).
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
 

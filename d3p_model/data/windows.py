@@ -83,6 +83,18 @@ def check_windows(keypoints_2d: np.ndarray, pose_3d: np.ndarray, window: int, jo
 BATCH_SIZE = 256
 
 
+def refine_window_batches(refine_windows, keypoints_2d, pose_3d, starts: np.ndarray,
+                          window: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """(N, window, J, 3): `refine_windows` on the windows starting at `starts`, `batch_size`
+    windows per call, before any blending."""
+    outputs = []
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first:first + batch_size]
+        outputs.append(refine_windows(extract_windows(keypoints_2d, chunk, window),
+                                      extract_windows(pose_3d, chunk, window)))
+    return np.concatenate(outputs)
+
+
 def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints: int,
                       stride=None, batch_size: int = BATCH_SIZE,
                       correction_threshold: float = 0.0) -> np.ndarray:
@@ -104,10 +116,7 @@ def refine_in_windows(refine_windows, keypoints_2d, pose_3d, window: int, joints
         raise ValueError(f"stride must be in 1..{window} (the window), got {stride}")
     frames = pose_3d.shape[0]
     starts = window_starts(frames, window, stride)
-    outputs = []
-    for first in range(0, len(starts), batch_size):
-        chunk = starts[first:first + batch_size]
-        outputs.append(refine_windows(extract_windows(keypoints_2d, chunk, window),
-                                      extract_windows(pose_3d, chunk, window)))
-    refined = stitch_windows(np.concatenate(outputs), starts, frames)
+    windows = refine_window_batches(refine_windows, keypoints_2d, pose_3d, starts, window,
+                                    batch_size)
+    refined = stitch_windows(windows, starts, frames)
     return limit_corrections(pose_3d - pose_3d[:, ROOT:ROOT + 1], refined, correction_threshold)
