@@ -64,10 +64,16 @@ class D3PRefiner:
         # (d3p_model/trust.py: what the network proposes on a correct skeleton is dropped)
         self.correction_threshold = threshold_from_spec(
             {THRESHOLD_KEY: 1000.0 * float(correction_threshold)})
+        self._stream = None
 
     @property
     def window(self) -> int:
         return self.denoiser.config.window
+
+    @property
+    def causal(self) -> bool:
+        """A causal model refines whole sequences (and streams: denoiser/streaming.py)."""
+        return bool(self.denoiser.config.causal)
 
     # ---------------------------------------------------------------- persistence
     @classmethod
@@ -162,13 +168,37 @@ class D3PRefiner:
     def refine_windows(self, keypoints_2d, pose_3d, steps=None) -> np.ndarray:
         keypoints_2d = np.asarray(keypoints_2d)
         pose_3d = np.asarray(pose_3d)
-        check_windows(keypoints_2d, pose_3d, self.window, NUM_JOINTS)
+        frames = keypoints_2d.shape[1] if self.causal and keypoints_2d.ndim == 4 else self.window
+        check_windows(keypoints_2d, pose_3d, frames, NUM_JOINTS)
         if steps is not None and int(steps) < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.denoiser.eval()
         as_tensor = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa
         refined = self.refine_tensor(as_tensor(keypoints_2d), as_tensor(pose_3d), steps)
         return refined.to("cpu", torch.float32).numpy()
+
+    # ---------------------------------------------------------------- streaming
+    def stream_module(self, steps: int | None = None):
+        """The causal model's one-frame step (denoiser/streaming.py), on this device."""
+        from .denoiser.streaming import CausalStreamStep
+        steps = self.steps if (steps is None or not self.diffusion) else int(steps)
+        return CausalStreamStep(self.denoiser, self.error_scale, self.alpha_bar, steps)
+
+    def history_shape(self, steps: int | None = None) -> tuple:
+        from .denoiser.streaming import history_shape
+        return history_shape(self.denoiser.config, self.steps if steps is None else int(steps))
+
+    @torch.no_grad()
+    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
+        """numpy (B, 17, 2), (B, 17, 3), (B, *history_shape()), (B, W - 1) -> refined
+        (B, 17, 3), next history, next history_valid (causal models only)."""
+        if self._stream is None:
+            self._stream = self.stream_module()
+        as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype,  # noqa: E731
+                                              device=self.device)
+        outputs = self._stream(*(as_tensor(a) for a in (keypoints_2d, pose_3d, history,
+                                                        history_valid)))
+        return tuple(o.to("cpu", torch.float32).numpy() for o in outputs)
 
     # windows per call in refine_sequence: large, for accelerators; on the CPU PyTorch runs
     # 16 and 256 windows per call alike (benchmarks/results/refine_latency_batches.md)
@@ -177,9 +207,14 @@ class D3PRefiner:
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=None,
                         steps=None, correction_threshold=None) -> np.ndarray:
         """batch_size: windows per call (None: default_batch_size); correction_threshold:
-        metres (None: the model's, 0: off)."""
+        metres (None: the model's, 0: off). A causal model runs over the whole sequence at
+        once, which is what a stream that starts at its first frame publishes (stride and
+        batch_size do not apply)."""
+        window = len(keypoints_2d) if self.causal else self.window
+        if self.causal:
+            stride, batch_size = window, 1
         return refine_in_windows(lambda kp, pose: self.refine_windows(kp, pose, steps),
-                                 keypoints_2d, pose_3d, self.window, NUM_JOINTS,
+                                 keypoints_2d, pose_3d, window, NUM_JOINTS,
                                  self.stride if stride is None else stride,
                                  batch_size or self.default_batch_size,
                                  self.correction_threshold if correction_threshold is None

@@ -43,6 +43,11 @@ class DenoiserConfig:
     # from the pose and keypoint inputs, but a 4-block net does not learn the per-frame
     # least-squares fit it needs (docs/refiner.md, "2D consistency").
     reprojection_inputs: bool = False
+    # causal: the temporal attention sees each frame and its window - 1 predecessors only
+    # (no absolute frame positions), so the model takes sequences of any length and a stream
+    # refines each new frame alone from cached keys (denoiser/streaming.py; docs/refiner.md,
+    # "A causal model for streaming"). False: the window of `window` frames, both ways.
+    causal: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,27 +91,31 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class TimestepModule(nn.Module):
     """FiLM the tokens with the step embedding, then STC attention; residual outside."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, causal_window: int | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False)
         self.film = nn.Linear(dim, 2 * dim)
         nn.init.zeros_(self.film.weight)   # start as plain norm: identity modulation
         nn.init.zeros_(self.film.bias)
-        self.attn = STCAttention(dim, heads)
+        self.attn = STCAttention(dim, heads, causal_window)
+
+    def modulate(self, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        # split with a fixed size (not chunk): the exported graph needs no shape arithmetic
+        width = self.norm.normalized_shape[0]
+        scale, shift = self.film(step).split(width, dim=-1)
+        shape = (-1,) + (1,) * (tokens.dim() - 2) + (width,)
+        return self.norm(tokens) * (1 + scale.reshape(shape)) + shift.reshape(shape)
 
     def forward(self, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        # split with a fixed size (not chunk): the exported graph needs no shape arithmetic
-        scale, shift = self.film(step)[:, None, None, :].split(self.norm.normalized_shape[0],
-                                                                dim=-1)
-        return self.attn(self.norm(tokens) * (1 + scale) + shift)
+        return self.attn(self.modulate(tokens, step))
 
 
 class DenoisingBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, causal_window: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = STCAttention(dim, heads)
-        self.step = TimestepModule(dim, heads)
+        self.attn = STCAttention(dim, heads, causal_window)
+        self.step = TimestepModule(dim, heads, causal_window)
         self.norm3 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -128,12 +137,14 @@ class PoseDenoiser(nn.Module):
         d = config.width
         self.embed = nn.Linear(input_features(config), d)
         self.joint_embedding = nn.Parameter(torch.zeros(1, 1, NUM_JOINTS, d))
-        self.frame_embedding = nn.Parameter(torch.zeros(1, config.window, 1, d))
         nn.init.trunc_normal_(self.joint_embedding, std=0.02)
-        nn.init.trunc_normal_(self.frame_embedding, std=0.02)
+        if not config.causal:   # a causal model has frame offsets in its attention instead
+            self.frame_embedding = nn.Parameter(torch.zeros(1, config.window, 1, d))
+            nn.init.trunc_normal_(self.frame_embedding, std=0.02)
         self.step_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        band = config.window if config.causal else None
         self.blocks = nn.ModuleList(
-            DenoisingBlock(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
+            DenoisingBlock(d, config.heads, config.mlp_ratio, band) for _ in range(config.depth))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 3)
         root_mask = torch.ones(NUM_JOINTS, 1)
@@ -144,20 +155,32 @@ class PoseDenoiser(nn.Module):
 
     def forward(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
-        """(B, T, 17, 3) y_t, (B, T, 17, 2) x, (B,) or (1,) steps -> (B, T, 17, 3) normalised error."""
+        """(B, T, 17, 3) y_t, (B, T, 17, 2) x, (B,) or (1,) steps -> (B, T, 17, 3) normalised error.
+
+        T is the model's window; a causal model takes any T >= 1 (its frame i sees frames
+        i - window + 1 .. i)."""
         batch, frames, joints, _ = noisy_pose.shape
-        if frames != self.config.window or joints != NUM_JOINTS:
+        if (frames != self.config.window and not self.config.causal) or joints != NUM_JOINTS \
+                or frames < 1:
             raise ValueError(f"PoseDenoiser expects windows of {self.config.window} frames x "
                              f"{NUM_JOINTS} joints, got {tuple(noisy_pose.shape)}")
-        pose = noisy_pose * self.config.pose_scale
-        features = [pose, keypoints_2d]
-        if self.config.bone_inputs:
-            features.append(pose - pose[:, :, self.parents])
-        if self.config.reprojection_inputs:
-            features.append(reprojection_residual(pose, keypoints_2d))
-        tokens = self.embed(torch.cat(features, dim=-1))
-        tokens = tokens + self.joint_embedding + self.frame_embedding
-        step = self.step_mlp(sinusoidal_embedding(t, self.config.width).to(tokens.dtype))
+        tokens = self.tokens(noisy_pose, keypoints_2d)
+        if not self.config.causal:
+            tokens = tokens + self.frame_embedding
+        step = self.step_embedding(t, tokens.dtype)
         for block in self.blocks:
             tokens = block(tokens, step)
         return self.head(self.norm(tokens)) * self.root_mask
+
+    def tokens(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor) -> torch.Tensor:
+        """(..., 17, 3) pose, (..., 17, 2) keypoints -> (..., 17, width) embedded joints."""
+        pose = noisy_pose * self.config.pose_scale
+        features = [pose, keypoints_2d]
+        if self.config.bone_inputs:
+            features.append(pose - pose[..., self.parents, :])
+        if self.config.reprojection_inputs:
+            features.append(reprojection_residual(pose, keypoints_2d))
+        return self.embed(torch.cat(features, dim=-1)) + self.joint_embedding[0, 0]
+
+    def step_embedding(self, t: torch.Tensor, dtype) -> torch.Tensor:
+        return self.step_mlp(sinusoidal_embedding(t, self.config.width).to(dtype))

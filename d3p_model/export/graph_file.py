@@ -11,6 +11,10 @@ from ..model_files import CND_FILE, WEIGHTS_FILE
 
 INPUTS = ("keypoints_2d", "pose_3d")
 OUTPUT = "refined"
+# a causal model's graph refines one new frame per person from its cached history
+# (d3p_model/denoiser/streaming.py): two more inputs, and the updated history as outputs
+STREAM_INPUTS = INPUTS + ("history", "history_valid")
+STREAM_OUTPUTS = (OUTPUT, "history_next", "history_valid_next")
 META_SPEC = "d3p.model_json"        # the model.json of the exported model
 META_STEPS = "d3p.steps"
 META_SOURCE = "d3p.source_sha256"   # of the model directory's weights + CND files

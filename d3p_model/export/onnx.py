@@ -2,7 +2,9 @@
 
 The graph takes `keypoints_2d` (B, T, 17, 2) and `pose_3d` (B, T, 17, 3), float32, batch
 dynamic, and returns `refined` (B, T, 17, 3), root-relative: exactly `D3PRefiner.refine_tensor`
-with K fixed (the DDIM loop is unrolled, so K is part of the file: one file per K). The
+with K fixed. A causal model's graph is its stream step instead: one new frame per person and
+its cached history in, the refined frame and the next history out (denoiser/streaming.py);
+ONNX Runtime streams whole windows and sequences through it (runtime.py) (the DDIM loop is unrolled, so K is part of the file: one file per K). The
 model's spec (model.json) and a hash of the weights it was exported from are stored as
 metadata, so a .onnx file is a complete model on its own and a stale one can be recognised.
 
@@ -23,7 +25,7 @@ from torch import nn
 from ..skeleton import NUM_JOINTS
 # the graph's names and metadata keys live without torch (graph_file.py), for the runtime
 from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, OUTPUT,  # noqa: F401
-                         onnx_file_name, source_digest)
+                         STREAM_INPUTS, STREAM_OUTPUTS, onnx_file_name, source_digest)
 
 OPSET = 18
 
@@ -57,13 +59,28 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
         refiner = D3PRefiner(refiner.denoiser.to("cpu", torch.float32), refiner.cnd,
                              steps=refiner.steps, diffusion=refiner.diffusion,
                              timesteps=refiner.timesteps, offset=refiner.offset,
-                             joint_uncertainty=refiner.joint_uncertainty, info=refiner.info)
+                             joint_uncertainty=refiner.joint_uncertainty, info=refiner.info,
+                             stride=refiner.stride,
+                             correction_threshold=refiner.correction_threshold)
     refiner.denoiser.eval()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
-    example = (torch.randn(2, refiner.window, NUM_JOINTS, 2, generator=generator),
-               0.2 * torch.randn(2, refiner.window, NUM_JOINTS, 3, generator=generator))
+    if refiner.causal:
+        # one frame per person plus its history: the stream step (denoiser/streaming.py)
+        from ..denoiser.streaming import history_shape
+        graph = refiner.stream_module(steps)
+        example = (torch.randn(2, NUM_JOINTS, 2, generator=generator),
+                   0.2 * torch.randn(2, NUM_JOINTS, 3, generator=generator),
+                   0.1 * torch.randn(2, *history_shape(refiner.denoiser.config, steps),
+                                     generator=generator),
+                   torch.ones(2, refiner.window - 1))
+        inputs, outputs = STREAM_INPUTS, STREAM_OUTPUTS
+    else:
+        graph = RefinementGraph(refiner, steps)
+        example = (torch.randn(2, refiner.window, NUM_JOINTS, 2, generator=generator),
+                   0.2 * torch.randn(2, refiner.window, NUM_JOINTS, 3, generator=generator))
+        inputs, outputs = INPUTS, (OUTPUT,)
     batch = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         # the shape checks in forward() become constants (the window is fixed by design), and
@@ -71,9 +88,11 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(RefinementGraph(refiner, steps), example, str(path), dynamo=False,
-                          input_names=list(INPUTS), output_names=[OUTPUT],
-                          dynamic_axes={INPUTS[0]: batch, INPUTS[1]: batch, OUTPUT: batch},
+        # the stream graph's history shift is a Slice the folder leaves to the runtime
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
+        torch.onnx.export(graph, example, str(path), dynamo=False,
+                          input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes={name: batch for name in inputs + outputs},
                           opset_version=opset, do_constant_folding=True)
     model = onnx.load(str(path))
     spec = refiner.spec()

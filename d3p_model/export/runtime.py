@@ -22,7 +22,8 @@ from ..data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
 from ..trust import threshold_from_spec
-from .graph_file import INPUTS, META_SOURCE, META_SPEC, META_STEPS, onnx_file_name, source_digest
+from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, STREAM_INPUTS,
+                         onnx_file_name, source_digest)
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class OnnxRefiner:
             self.spec = json.loads(metadata[META_SPEC])
             self.steps = int(metadata[META_STEPS])
             self.window = int(self.spec["denoiser"]["window"])
+            self.causal = bool(self.spec["denoiser"].get("causal", False))
+            # per person: the stream graph's cached keys/values (denoiser/streaming.py)
+            self.history_shape = (self.steps * int(self.spec["denoiser"]["depth"]) * 2, 2,
+                                  self.window - 1, NUM_JOINTS,
+                                  int(self.spec["denoiser"]["width"]) // 2)
             self.stride = int(self.spec.get("stride", self.window))
             self.correction_threshold = threshold_from_spec(self.spec)
             uncertainty = np.array([np.nan if v is None else float(v)
@@ -176,15 +182,43 @@ class OnnxRefiner:
     def refine_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
         keypoints_2d = np.ascontiguousarray(keypoints_2d, dtype=np.float32)
         pose_3d = np.ascontiguousarray(pose_3d, dtype=np.float32)
+        if self.causal:
+            return self._stream_windows(keypoints_2d, pose_3d)
         check_windows(keypoints_2d, pose_3d, self.window, NUM_JOINTS)
         (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
+        return refined
+
+    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
+        """A causal model's graph: the new frame of each person, (B, 17, 2) + (B, 17, 3), and
+        its history -> refined (B, 17, 3), next history, next history_valid."""
+        if not self.causal:
+            raise ValueError(f"{self.onnx_file} is a windowed model: it has no stream step")
+        arrays = (keypoints_2d, pose_3d, history, history_valid)
+        return tuple(self.session.run(None, {name: np.ascontiguousarray(a, dtype=np.float32)
+                                             for name, a in zip(STREAM_INPUTS, arrays)}))
+
+    def _stream_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
+        """Each (any length) window streamed from an empty history, all windows per call:
+        what D3PRefiner.refine_windows computes at once for a causal model."""
+        frames = keypoints_2d.shape[1] if keypoints_2d.ndim == 4 else self.window
+        check_windows(keypoints_2d, pose_3d, frames, NUM_JOINTS)
+        batch = len(keypoints_2d)
+        history = np.zeros((batch, *self.history_shape), dtype=np.float32)
+        valid = np.zeros((batch, self.window - 1), dtype=np.float32)
+        refined = np.empty_like(pose_3d)
+        for frame in range(frames):
+            refined[:, frame], history, valid = self.stream_step(
+                keypoints_2d[:, frame], pose_3d[:, frame], history, valid)
         return refined
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=None,
                         correction_threshold=None) -> np.ndarray:
         """batch_size: windows per call (None: default_batch_size); correction_threshold:
-        metres (None: the model's, 0: off)."""
-        return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, self.window,
+        metres (None: the model's, 0: off). A causal model streams the whole sequence."""
+        window = len(keypoints_2d) if self.causal else self.window
+        if self.causal:
+            stride, batch_size = window, 1
+        return refine_in_windows(self.refine_windows, keypoints_2d, pose_3d, window,
                                  NUM_JOINTS, self.stride if stride is None else stride,
                                  batch_size or self.default_batch_size, self.correction_threshold
                                  if correction_threshold is None else correction_threshold)

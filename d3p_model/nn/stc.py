@@ -28,7 +28,12 @@ from torch.nn import functional as F
 
 
 class STCAttention(nn.Module):
-    def __init__(self, dim: int, heads: int = 4):
+    """causal_window W: the temporal half attends to each frame itself and its W - 1
+    predecessors only (a band), with a learned bias per head and frame offset in place of
+    absolute frame positions. A frame's keys then never change once computed, so a stream
+    can cache them and refine each new frame alone (`stream`)."""
+
+    def __init__(self, dim: int, heads: int = 4, causal_window: int | None = None):
         super().__init__()
         if dim % 2 or (dim // 2) % heads:
             raise ValueError(f"dim {dim} must split into two halves divisible by heads {heads}")
@@ -43,6 +48,12 @@ class STCAttention(nn.Module):
         query_scale = torch.ones(3 * dim)
         query_scale[:dim] = self.head_dim ** -0.5
         self.register_buffer("query_scale", query_scale, persistent=False)
+        self.causal_window = causal_window
+        if causal_window is not None:
+            if causal_window < 1:
+                raise ValueError(f"causal_window must be >= 1, got {causal_window}")
+            # offset_bias[h, o]: score bias of head h for a key o frames before the query
+            self.offset_bias = nn.Parameter(torch.zeros(heads, causal_window))
 
     def _attend(self, q, k, v):
         # q, k, v: (N, L, C') -> (N, L, C'), attention over L with self.heads heads
@@ -53,6 +64,8 @@ class STCAttention(nn.Module):
         return out.transpose(1, 2).reshape(n, length, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal_window is not None:
+            return self._forward_causal(x)
         if _tracing():
             return self._forward_exported(x)
         b, t, j, c = x.shape
@@ -105,6 +118,66 @@ class STCAttention(nn.Module):
         proj = self.proj.weight.view(c, 2, 1, half) * head_mask
         return F.linear(torch.cat([spatial, temporal], dim=-1), proj.reshape(c, -1),
                         self.proj.bias).view(-1, t, j, c)
+
+
+    # ------------------------------------------------------------ causal band
+    def _split_heads(self, z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(*z.shape[:-1], self.heads, self.head_dim)
+
+    def _spatial(self, q, k, v):
+        # q, k, v (..., J, half) -> (..., J, half): attention over the joints of each frame
+        q, k, v = (self._split_heads(z).transpose(-2, -3) for z in (q, k, v))  # (..., h, J, d)
+        out = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, dim=-1) @ v
+        return out.transpose(-2, -3).flatten(-2)
+
+    def _forward_causal(self, x: torch.Tensor) -> torch.Tensor:
+        """Any number of frames; frame i sees frames max(0, i - W + 1) .. i."""
+        b, t, j, c = x.shape
+        half, w = c // 2, self.causal_window
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        spatial = self._spatial(q[..., :half], k[..., :half], v[..., :half])
+        # temporal: per (batch, joint) the W keys ending at each frame, zero-padded before
+        # the first frame (masked out)
+        qt = self._split_heads(q[..., half:].transpose(1, 2)) * self.head_dim ** -0.5
+        kt, vt = (nn.functional.pad(z[..., half:].transpose(1, 2), (0, 0, w - 1, 0))
+                  .unfold(2, w, 1) for z in (k, v))            # (b, j, t, half, W)
+        kt, vt = (z.reshape(b, j, t, self.heads, self.head_dim, w) for z in (kt, vt))
+        scores = torch.einsum("bjthd,bjthdw->bjthw", qt, kt) + self._band_bias(t, x)
+        out = torch.einsum("bjthw,bjthdw->bjthd", torch.softmax(scores, dim=-1), vt)
+        temporal = out.reshape(b, j, t, half).transpose(1, 2)
+        return self.proj(torch.cat([spatial, temporal], dim=-1))
+
+    def _band_bias(self, frames: int, like: torch.Tensor) -> torch.Tensor:
+        """(T, heads, W) additive scores: key slot s of frame i is frame i - W + 1 + s, its
+        offset W - 1 - s; slots before the first frame get -inf."""
+        w = self.causal_window
+        slot_frame = torch.arange(frames, device=like.device)[:, None] - (w - 1) \
+            + torch.arange(w, device=like.device)
+        bias = self.offset_bias.flip(-1).to(like.dtype)[None].expand(frames, -1, -1)
+        return bias.masked_fill((slot_frame < 0)[:, None, :], float("-inf"))
+
+    def stream(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
+               past_valid: torch.Tensor):
+        """One new frame given the cached temporal keys/values of the W - 1 frames before it.
+
+        x (B, J, C); past_k, past_v (B, W - 1, J, half), oldest first; past_valid (B, W - 1)
+        1 where that slot holds a frame. Returns the output (B, J, C) and this frame's
+        temporal key and value (B, J, half) for the next call's cache. Equal to
+        _forward_causal's last frame (tests/test_streaming_model.py).
+        """
+        half, w = self.dim // 2, self.causal_window
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        spatial = self._spatial(q[..., :half], k[..., :half], v[..., :half])
+        keys = torch.cat([past_k, k[:, None, :, half:]], dim=1)     # (B, W, J, half)
+        values = torch.cat([past_v, v[:, None, :, half:]], dim=1)
+        qt = self._split_heads(q[..., half:]) * self.head_dim ** -0.5          # (B, J, h, d)
+        kt, vt = (self._split_heads(z) for z in (keys, values))              # (B, W, J, h, d)
+        scores = torch.einsum("bjhd,bwjhd->bjhw", qt, kt) + self.offset_bias.flip(-1)
+        valid = torch.cat([past_valid, torch.ones_like(past_valid[:, :1])], dim=1)
+        scores = scores.masked_fill(valid[:, None, None, :] < 0.5, float("-inf"))
+        temporal = torch.einsum("bjhw,bwjhd->bjhd", torch.softmax(scores, dim=-1), vt)
+        out = self.proj(torch.cat([spatial, temporal.flatten(-2)], dim=-1))
+        return out, k[..., half:], v[..., half:]
 
 
 def _tracing() -> bool:

@@ -25,11 +25,14 @@ DEFAULTS = {
         "frame_subsample": 1,         # keep every n-th frame (changes the frame rate!)
         "allow_test_subjects": False, # refuse S9/S11 and files named test.npz unless true
     },
-    "window": 27,                 # T, frames per window
+    "window": 27,                 # T, frames per window (a causal model: its attention band)
+    # frames per training window: the window (null), or longer for a causal model, whose
+    # frames then also learn from history beyond one band, as a stream sees it
+    "train_frames": None,
     "stride": 9,                  # frames between training window starts
     "windows_per_epoch": None,    # an epoch = this many windows drawn afresh (None: all)
     "model": {"depth": 4, "width": 32, "heads": 1, "mlp_ratio": 2.0, "pose_scale": 1.0,
-              "bone_inputs": False, "reprojection_inputs": False},
+              "bone_inputs": False, "reprojection_inputs": False, "causal": False},
     "noise": "cnd",               # cnd: sample e~ from the CND; real: use y_hat - y0
     # the error of each training window is scaled by lambda ~ U[low, high]: a range that
     # reaches 0 teaches the denoiser to judge how noisy its input is and to leave a clean
@@ -154,6 +157,10 @@ def _validate(config: dict, where: str) -> None:
                                               "{synthetic: {...}})")
     need(isinstance(config["window"], int) and config["window"] >= 1, "window must be an int >= 1")
     need(isinstance(config["stride"], int) and config["stride"] >= 1, "stride must be an int >= 1")
+    need(config["train_frames"] is None or (isinstance(config["train_frames"], int)
+                                            and config["train_frames"] >= config["window"]
+                                            and config["model"].get("causal")),
+         "train_frames must be null, or an int >= window for a causal model")
     need(config["noise"] in ("cnd", "real"), "noise must be 'cnd' or 'real'")
     need(config["loss"] in ("error", "clean"), "loss must be 'error' or 'clean'")
     need(isinstance(config["diffusion"], bool), "diffusion must be true or false")

@@ -160,16 +160,24 @@ def _sparse_offsets(error, config, generator):
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
     """Start from another run's trained denoiser (a continued training). The architectures
-    must match, except that this run may add the reprojection inputs: their embedding
-    columns start at zero, so the continued model starts as exactly the source model."""
+    must match, except that this run may add the reprojection inputs (their embedding
+    columns start at zero, so the continued model starts as exactly the source model) and
+    may make a windowed model causal (its frame embedding is dropped; the offset biases
+    start at zero, and the network then has to learn to work from the past alone)."""
     source = D3PRefiner.load(resolve_data_path(model_dir))
     widened = dataclasses.replace(source.denoiser.config,
-                                  reprojection_inputs=model.config.reprojection_inputs)
+                                  reprojection_inputs=model.config.reprojection_inputs,
+                                  causal=model.config.causal)
     if widened != model.config or (source.denoiser.config.reprojection_inputs
-                                   and not model.config.reprojection_inputs):
+                                   and not model.config.reprojection_inputs) \
+            or (source.denoiser.config.causal and not model.config.causal):
         raise ConfigError(f"init_from {model_dir}: its denoiser {source.denoiser.config} differs "
                           f"from this run's {model.config}")
     state = source.denoiser.state_dict()
+    if model.config.causal and not source.denoiser.config.causal:
+        state.pop("frame_embedding")
+        state.update({name: value for name, value in model.state_dict().items()
+                      if name.endswith("offset_bias")})
     weight = state["embed.weight"]
     missing = model.embed.weight.shape[1] - weight.shape[1]
     if missing:
@@ -296,15 +304,15 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
     train_keys, val_keys = split_validation(predictions.sequences, config["data"]
                                             ["validation_fraction"], seed)
     subsample = config["data"]["frame_subsample"]
-    train_set = WindowSet(predictions, train_keys, config["window"], config["stride"], subsample)
-    val_set = WindowSet(predictions, val_keys, config["window"], config["window"], subsample) \
-        if val_keys else None
+    frames = config["train_frames"] or config["window"]
+    train_set = WindowSet(predictions, train_keys, frames, config["stride"], subsample)
+    val_set = WindowSet(predictions, val_keys, frames, frames, subsample) if val_keys else None
     del predictions
     cnd = ConditionalNoiseModel.fit_sequences(
         (train_set.frames_of(k) for k in train_keys), ridge=config["cnd_ridge"])
     if config["cnd_temporal"]:
         cnd = cnd.with_temporal_correlation((train_set.frames_of(k) for k in train_keys),
-                                            lags=config["window"])
+                                            lags=frames)
     tcnd = cnd.to_torch(device)
     scale = error_scale_per_joint(cnd).to(device, torch.float32)
 

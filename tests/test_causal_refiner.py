@@ -1,0 +1,137 @@
+"""A causal refiner end to end: offline over a whole sequence, its ONNX stream graph, and the
+per-person streams (d3p_model/causal_stream.py) that the node's causal mode uses."""
+
+import numpy as np
+import pytest
+import torch
+
+from d3p_model.causal_stream import CausalStreams
+from d3p_model.cnd import ConditionalNoiseModel
+from d3p_model.data.synthetic import make_synthetic_predictions
+from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
+from d3p_model.export.onnx import export_model_dir
+from d3p_model.export.runtime import OnnxRefiner
+from d3p_model.refiner import D3PRefiner
+from d3p_model.trust import limit_corrections
+
+torch.set_num_threads(1)
+TOLERANCE_M = 1e-4   # 0.1 mm, as for the windowed graph
+
+
+def _sequences(count=3, frames=30, seed=5):
+    predictions = make_synthetic_predictions(num_sequences=count, num_frames=frames, seed=seed)
+    return [(s.keypoints_normalised().astype(np.float32),
+             (s.pose_3d - s.pose_3d[:, :1]).astype(np.float32), s.ground_truth_3d)
+            for _, s in predictions.items()]
+
+
+@pytest.fixture(scope="module")
+def causal_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal_model")
+    torch.manual_seed(0)
+    net = PoseDenoiser(DenoiserConfig(window=6, depth=2, width=16, heads=2, pose_scale=4.0,
+                                      bone_inputs=True, reprojection_inputs=True, causal=True))
+    with torch.no_grad():   # an untrained net starts near the identity: make it move poses
+        for param in net.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    refiner = D3PRefiner(net, ConditionalNoiseModel.fit_sequences(_sequences(2, 40, 3)),
+                         correction_threshold=0.002)
+    refiner.save(root / "model")
+    return root / "model"
+
+
+def test_offline_refinement_is_the_stream_of_the_whole_sequence(causal_model):
+    refiner = D3PRefiner.load(causal_model)
+    keypoints, pose, _ = _sequences(1, 33)[0]
+    offline = refiner.refine_sequence(keypoints, pose)
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    streamed = []
+    for seq in range(len(pose)):
+        frames = [(s, keypoints[s], pose[s]) for s in range(max(0, seq - 5), seq + 1)]
+        (out,) = streams.refine([(7, frames)])
+        streamed.append(limit_corrections(pose[seq], out, refiner.correction_threshold))
+    np.testing.assert_allclose(np.stack(streamed), offline, atol=1e-5)
+    assert np.abs(offline - pose).max() > 0.005     # it does refine
+
+
+@pytest.mark.parametrize("people", [1, 4])
+def test_the_onnx_stream_graph_matches_pytorch(causal_model, tmp_path, people):
+    refiner = D3PRefiner.load(causal_model)
+    path = export_model_dir(causal_model, path=tmp_path / "stream.onnx")
+    runtime = OnnxRefiner(path, num_threads=1)
+    assert runtime.causal and runtime.history_shape == refiner.history_shape()
+    data = _sequences(people, 20, seed=people)
+    keypoints = np.stack([kp for kp, _, _ in data])
+    pose = np.stack([p for _, p, _ in data])
+    np.testing.assert_allclose(runtime.refine_windows(keypoints, pose),
+                               refiner.refine_windows(keypoints, pose), atol=TOLERANCE_M)
+    np.testing.assert_allclose(runtime.refine_sequence(keypoints[0], pose[0]),
+                               refiner.refine_sequence(keypoints[0], pose[0]), atol=TOLERANCE_M)
+
+
+def test_streams_catch_up_skipped_frames_restart_and_stay_apart(causal_model):
+    refiner = D3PRefiner.load(causal_model)
+    (kp_a, pose_a, _), (kp_b, pose_b, _) = _sequences(2, 30, seed=9)
+    full_a = refiner.refine_sequence(kp_a, pose_a, correction_threshold=0)
+    full_b = refiner.refine_sequence(kp_b, pose_b, correction_threshold=0)
+    calls = []
+
+    def counting_step(*arrays):
+        calls.append(len(arrays[0]))
+        return refiner.stream_step(*arrays)
+
+    streams = CausalStreams(counting_step, refiner.history_shape(), refiner.window)
+    recent = lambda kp, pose, seq, base=0: [(s - base, kp[s], pose[s])  # noqa: E731
+                                            for s in range(max(base, seq - 5), seq + 1)]
+    for seq in range(12):
+        if seq in (7, 8, 9):     # the caller fell behind for A: B alone
+            (out_b,) = streams.refine([(2, recent(kp_b, pose_b, seq))])
+            continue
+        out_a, out_b = streams.refine([(1, recent(kp_a, pose_a, seq)),
+                                       (2, recent(kp_b, pose_b, seq))])
+        np.testing.assert_allclose(out_a, full_a[seq], atol=1e-5)
+        np.testing.assert_allclose(out_b, full_b[seq], atol=1e-5)
+    # at frame 10 A's three missed frames were fed first (3 calls of A alone, then both);
+    # at frame 11 one call again
+    assert calls[-5:] == [1, 1, 1, 2, 2] and streams.restarts_gap == 0
+    # A restarts (its frames count from 0 again, from frame 14 of its motion): fresh history
+    restarted = refiner.refine_sequence(kp_a[14:], pose_a[14:], correction_threshold=0)
+    for seq in range(14, 20):
+        (out_a,) = streams.refine([(1, recent(kp_a, pose_a, seq, base=14))])
+        np.testing.assert_allclose(out_a, restarted[seq - 14], atol=1e-5)
+    # more frames missed than the recent frames hold: the history restarts there, counted
+    (out_b,) = streams.refine([(2, recent(kp_b, pose_b, 25))])
+    assert streams.restarts_gap == 1
+    tail = refiner.refine_sequence(kp_b[20:26], pose_b[20:26], correction_threshold=0)
+    np.testing.assert_allclose(out_b, tail[-1], atol=1e-5)
+    streams.keep_only([2])
+    assert len(streams) == 1
+
+
+def test_a_failing_or_non_finite_stream_costs_only_its_track(causal_model):
+    refiner = D3PRefiner.load(causal_model)
+    (kp, pose, _), = _sequences(1, 10)
+
+    def step(keypoints, poses, history, valid):
+        if np.any(keypoints[:, 0, 0] > 100):
+            raise RuntimeError("bad person")
+        refined, history, valid = refiner.stream_step(keypoints, poses, history, valid)
+        refined[poses[:, 0, 0] > 100] = np.nan
+        return refined, history, valid
+
+    streams = CausalStreams(step, refiner.history_shape(), refiner.window)
+    bad_kp = kp.copy()
+    bad_kp[3, 0, 0] = 1000.0
+    bad_pose = pose.copy()
+    bad_pose[3, 0, 0] = 1000.0
+    for seq in range(5):
+        out = streams.refine([(1, [(seq, kp[seq], pose[seq])]),
+                              (2, [(seq, bad_kp[seq], pose[seq])]),
+                              (3, [(seq, kp[seq], bad_pose[seq])])])
+        np.testing.assert_allclose(out[0], refiner.refine_sequence(
+            kp[:seq + 1], pose[:seq + 1], correction_threshold=0)[-1], atol=1e-5)
+        if seq == 3:
+            assert isinstance(out[1], RuntimeError) and not np.isfinite(out[2]).all()
+            assert set(streams._states) == {1}      # both restart at their next frame
+        else:
+            assert np.isfinite(out[1]).all() and np.isfinite(out[2]).all()
