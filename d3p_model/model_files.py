@@ -20,10 +20,16 @@ CND_FILE = "cnd.pt"
 # `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj`
 # (three phases: from scratch, then two continuations).
 DEFAULT_MODEL = "h36m_sh2d_t27_reproj"
+# The node's causal mode: DEFAULT_MODEL made causal and fine-tuned (configs/
+# h36m_sh2d_t27_causal.yaml), so that a stream refines each new frame alone (docs/refiner.md,
+# "A causal model for streaming"; its accuracy against DEFAULT_MODEL in causal mode:
+# docs/performance.md).
+DEFAULT_CAUSAL_MODEL = "h36m_sh2d_t27_causal"
 
 
-def default_model_dir() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parent / "models" / "refiner" / DEFAULT_MODEL / "model"
+def default_model_dir(causal: bool = False) -> pathlib.Path:
+    name = DEFAULT_CAUSAL_MODEL if causal else DEFAULT_MODEL
+    return pathlib.Path(__file__).resolve().parent / "models" / "refiner" / name / "model"
 
 
 class D3PModelError(ValueError):

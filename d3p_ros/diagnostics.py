@@ -31,6 +31,7 @@ COUNTERS = (
     "published_skeletons", "skipped_behind", "filled_joints", "frame_id_mismatch",
     "tracks_started", "tracks_evicted", "tracks_timed_out", "reset_gap", "reset_backward_jump",
     "debug_images", "debug_image_no_match", "debug_image_errors",
+    "stream_restarts_gap",      # causal model: a person's history restarted, frames missed
 )
 
 

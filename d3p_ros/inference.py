@@ -65,8 +65,15 @@ class RefinerBackend:
     correction_threshold: float   # metres, soft threshold on each joint's correction (model.json)
     joint_uncertainty: np.ndarray | None    # (17,) metres, None when the model has none
     model_dir: Path
+    causal: bool = False    # a causal model: stream_step refines one new frame per person
+    history_shape: tuple = ()   # causal models: the per-person history stream_step carries
 
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
+        """Causal models: (B, 17, 2) + (B, 17, 3) new frames and their histories -> refined
+        (B, 17, 3), next history, next history_valid (d3p_model/causal_stream.py)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -106,13 +113,25 @@ class TorchBackend(RefinerBackend):
         uncertainty = np.asarray(self._refiner.joint_uncertainty, dtype=np.float32)
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)
+        self.causal = self._refiner.causal
+        if self.causal:
+            self._stream = self._refiner.stream_module(self.steps)
+            self.history_shape = self._refiner.history_shape(self.steps)
 
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         return self._refiner.refine_windows(keypoints_2d, pose_3d, steps=self.steps)
 
+    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
+        torch, device = self._torch, self._refiner.device
+        with torch.no_grad():
+            outputs = self._stream(*(torch.as_tensor(np.asarray(a), dtype=self._refiner.dtype,
+                                                     device=device)
+                                     for a in (keypoints_2d, pose_3d, history, history_valid)))
+        return tuple(o.to("cpu", torch.float32).numpy() for o in outputs)
+
     def close(self) -> None:
         device = self.device
-        self._refiner = None
+        self._refiner = self._stream = None
         if device.startswith("cuda"):
             self._torch.cuda.empty_cache()
 
@@ -143,9 +162,14 @@ class OnnxBackend(RefinerBackend):
         uncertainty = self._refiner.joint_uncertainty
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)
+        self.causal = self._refiner.causal
+        self.history_shape = self._refiner.history_shape
 
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         return self._refiner.refine_windows(keypoints_2d, pose_3d)
+
+    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
+        return self._refiner.stream_step(keypoints_2d, pose_3d, history, history_valid)
 
     def close(self) -> None:
         self._refiner = None   # the session frees its (accelerator) memory with it

@@ -13,7 +13,9 @@ rejects invalid values with the reason; they take effect at the next configure.
 Threads: the subscription callbacks (executor thread) only pair, convert and push frames
 into the per-track windows. One inference worker thread, whenever it is free, takes every
 track's NEWEST due window (all of them in one backend call), refines, blends and publishes.
-Causal mode refines a window for every frame; lagged mode one window per person every
+Causal mode refines a window for every frame (with a causal model, e.g. the default in this
+mode, each person's new frame alone, from the history its stream keeps: d3p_model/
+causal_stream.py); lagged mode one window per person every
 `stride` frames, each frame published once as the blend of the windows that covered it
 (d3p_ros/windows.py; people are staggered over the stride's phases, so one stamp's people
 can come in more than one output message). When inference is slower than the input, the
@@ -52,6 +54,7 @@ from d3p_ros.markers import MarkerIds, skeleton_markers, track_color
 from d3p_ros.synchronizer import make_synchronizer
 from d3p_ros.throttle import KindThrottle
 from d3p_ros.windows import Push, WindowManager
+from d3p_model.causal_stream import CausalStreams
 
 NODE_NAME = "d3p_refiner"
 MODES = ("causal", "lagged")
@@ -172,6 +175,8 @@ class RefinerNode(LifecycleNode):
         self._destroyed = False
         self._sync_dropped_seen = 0     # the synchroniser's own count, already in the stats
         self.backend = None
+        self._streams: CausalStreams | None = None   # causal mode with a causal model
+        self._alive_tracks: list = []
         self.windows = None
         self.sync = None
         self.params: dict = {}
@@ -218,6 +223,7 @@ class RefinerNode(LifecycleNode):
             self.lag, self.stride = lag, stride
             self.windows = WindowManager(window, lag, p["track_timeout"], p["max_gap"],
                                          p["backward_jump"], p["max_tracks"], stride)
+
         except Exception as err:  # noqa: BLE001 - any failure here must fail the transition
             self.get_logger().error(f"configure failed: {err}")
             self._release_model()
@@ -236,7 +242,8 @@ class RefinerNode(LifecycleNode):
         self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
         b = self.backend
         self.get_logger().info(
-            f"configured: model {b.model_dir} (window {b.window}, {b.steps} steps), backend {b.name} "
+            f"configured: model {b.model_dir} (window {b.window}, {b.steps} steps, "
+            f"{'causal: streamed frame by frame' if self._streams else 'windowed'}), backend {b.name} "
             f"on {b.device} {b.precision}, mode {p['mode']} (lag {self.lag} frames, stride "
             f"{self.stride}), correction threshold {1000.0 * b.correction_threshold:g} mm, "
             f"synchroniser {self.sync.backend}")
@@ -279,6 +286,7 @@ class RefinerNode(LifecycleNode):
             if self.windows is not None:
                 self.windows.clear()
             self._empty_frames.clear()
+
         if self.sync is not None:
             self.sync.clear()       # stale halves must not pair with input after reactivation
         self._release_model()
@@ -340,15 +348,19 @@ class RefinerNode(LifecycleNode):
         model_dir = p["model_dir"]
         if not model_dir:
             from d3p_model.model_files import default_model_dir
-            model_dir = str(default_model_dir())
+            model_dir = str(default_model_dir(causal=p["mode"] == "causal"))
         self.backend = create_backend(p["backend"], model_dir, device=p["device"], fp16=p["fp16"],
                                       steps=p["steps"], num_threads=p["num_threads"],
                                       warn=self.get_logger().warning)
         if self.backend.joint_uncertainty is None:
             self.get_logger().warning(f"model {model_dir} has no calibrated joint uncertainty: "
                                       "the output's uncertainty arrays stay empty")
+        if self.backend.causal and p["mode"] == "causal":
+            self._streams = CausalStreams(self.backend.stream_step, self.backend.history_shape,
+                                          self.backend.window)
 
     def _release_model(self) -> None:
+        self._streams = None
         if self.backend is not None:
             self.backend.close()
         self.backend = None
@@ -390,6 +402,9 @@ class RefinerNode(LifecycleNode):
         ready, skipped = self.windows.take_ready() if self.windows is not None else ([], 0)
         empty = list(self._empty_frames)
         self._empty_frames.clear()
+        if self._streams is not None:
+            # the streams of tracks the windows forgot go too (the worker alone touches them)
+            self._alive_tracks = list(self.windows.tracks)
         return ready, empty, skipped
 
     def _work_loop(self) -> None:
@@ -544,7 +559,9 @@ class RefinerNode(LifecycleNode):
         for header, received in empty:
             groups[(stamp_to_ns(header.stamp), header.frame_id)] = (header, [], received)
         refined = []
-        if ready:
+        if ready and self._streams is not None:
+            refined = self._refine_streams(ready)
+        elif ready:
             keypoints = np.stack([w.keypoints_2d for w in ready])
             poses = np.stack([w.pose_3d for w in ready])
             refined = refine_isolated(self.backend, keypoints, poses)
@@ -562,8 +579,12 @@ class RefinerNode(LifecycleNode):
                 self._warn("dropped_non_finite_output",
                            f"track {window.track_id}: model output not finite, dropped")
                 continue
-            published, uncovered = self.windows.complete(
-                window, poses_out, self.backend.correction_threshold)
+            if self._streams is not None:
+                published, uncovered = WindowManager.complete_frame(
+                    window, poses_out, self.backend.correction_threshold), 0
+            else:
+                published, uncovered = self.windows.complete(
+                    window, poses_out, self.backend.correction_threshold)
             if uncovered:
                 self.stats.count("skipped_behind", uncovered)
             for frame, out in published:
@@ -576,6 +597,20 @@ class RefinerNode(LifecycleNode):
             header, people, received = groups[key]
             self._publish(header, people)
             self._latency_ms.append((time.perf_counter() - received) * 1000.0)
+
+    def _refine_streams(self, ready) -> list:
+        """Causal model: each person's newest frame from its stream (frames the worker
+        skipped are fed first, from the window's frames); one call per frame position."""
+        self._streams.keep_only(self._alive_tracks)
+        gaps = self._streams.restarts_gap
+        refined = self._streams.refine(
+            [(w.track_id, [(f.seq, f.keypoints_2d, f.pose_3d) for f in w.frames]) for w in ready])
+        if self._streams.restarts_gap > gaps:
+            self.stats.count("stream_restarts_gap", self._streams.restarts_gap - gaps)
+            self._warn("stream_restarts_gap", "inference fell behind by more than the window: "
+                       "a person's stream restarted from its recent frames (stream_restarts_gap)")
+        self.stats.count("inference_batches")
+        return refined
 
     def _publish(self, header, people) -> None:
         from d3p_ros.msg import Skeleton3D, Skeleton3DArray
@@ -631,6 +666,7 @@ class RefinerNode(LifecycleNode):
             "window": self.windows.window if self.windows is not None else 0,
             "steps": b.steps if b is not None else 0,
             "mode": p["mode"],
+            "inference": ("stream" if self._streams is not None else "window") if b is not None else "",
             "lag_frames": self.lag,
             "stride": self.stride,
             "correction_threshold_mm": (round(1000.0 * b.correction_threshold, 3)

@@ -286,6 +286,17 @@ class WindowManager:
             frame.published, frame.refined_sum = True, None   # later windows leave it be
         return out, skipped
 
+    @staticmethod
+    def complete_frame(window: ReadyWindow, refined_frame: np.ndarray,
+                       correction_threshold: float = 0.0) -> list:
+        """Causal mode with a causal model: the stream refined the window's newest frame
+        alone, (17, 3); returns [(frame, pose)] for it, its correction soft-thresholded as
+        in `complete`."""
+        frame = window.frame
+        frame.published, frame.refined_sum = True, None
+        return [(frame, limit_corrections(frame.pose_3d, np.asarray(refined_frame, np.float32),
+                                          correction_threshold))]
+
     def prune(self, now_ns: int) -> list[int]:
         """Call once per frame, before its pushes. Forgets the tracks whose last frame is
         further than the timeout from `now_ns` and from the previous PRUNE_FRAMES - 1 frames.

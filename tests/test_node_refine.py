@@ -273,3 +273,46 @@ def test_debug_image_drawn_over_camera_image(lagged, sample):
     from d3p_ros.debug_image import cv_bridge_available
     if not cv_bridge_available():   # optional (not in package.xml): the node says what it lacks
         assert "cv_bridge is not installed" in h.log()
+
+
+def _causal_copy_of_demo_model(model_dir):
+    """The demo model's weights in a causal denoiser (frame embedding dropped, offset biases
+    random): untrained as such, but every part of the causal path gets exercised."""
+    import torch
+
+    from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
+    from d3p_model.refiner import D3PRefiner
+
+    demo = D3PRefiner.load(ensure_demo_model())
+    config = DenoiserConfig.from_dict({**demo.denoiser.config.to_dict(), "causal": True})
+    net = PoseDenoiser(config)
+    state = {k: v for k, v in demo.denoiser.state_dict().items() if k != "frame_embedding"}
+    torch.manual_seed(0)
+    state.update({k: 0.5 * torch.randn_like(v) for k, v in net.state_dict().items()
+                  if k.endswith("offset_bias")})
+    net.load_state_dict(state)
+    D3PRefiner(net, demo.cnd, steps=demo.steps, joint_uncertainty=demo.joint_uncertainty,
+               correction_threshold=0.001).save(model_dir)
+    return D3PRefiner.load(model_dir)
+
+
+def test_causal_mode_streams_a_causal_model_frame_by_frame_as_offline(harness_factory, sample,
+                                                                      tmp_path):
+    """With a causal model the node refines each person's new frame alone from its stream,
+    and publishes what `d3p refine` gives offline for the same track, every frame."""
+    refiner = _causal_copy_of_demo_model(tmp_path / "model")
+    h = harness_factory("streamed_causal", model_dir=str(tmp_path / "model"),
+                        publish_markers=False)
+    start = 11000 * NS
+    assert h.send_lockstep(frames_of(sample, start)) == sample[0].num_frames
+    rows = output_people(h.outputs)
+    assert len(rows) == 2 * sample[0].num_frames, h.log()
+    values = h.counters()
+    assert values["inference"] == "stream" and int(values["inference_batches"]) == 30
+    for track_id, seq in zip((1, 2), sample):
+        offline = refiner.refine_sequence(seq.keypoints_normalised(),
+                                          seq.pose_3d - seq.pose_3d[:, :1])
+        got = np.stack([r[3] for r in rows if r[2] == track_id])
+        np.testing.assert_allclose(got - got[:, :1], offline, atol=1e-4)
+        assert np.abs(offline - (seq.pose_3d - seq.pose_3d[:, :1])).max() > 1e-3
+    assert all_finite(h.outputs)
