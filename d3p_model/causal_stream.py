@@ -12,8 +12,9 @@ causal model's output over the track so far, whatever the caller skipped:
 All tracks due in a call share one model call per frame position (one call when each has
 one new frame, as in steady state). numpy only: the node's ONNX Runtime path has no torch.
 
-`step(keypoints (B, 17, 2), pose (B, 17, 3), history, history_valid)` is a backend's stream
-step (D3PRefiner.stream_step, OnnxRefiner.stream_step).
+`step(keypoints (B, 17, 2), pose (B, 17, 3), history, history_offset) -> (refined,
+history_new)` is a backend's stream step (D3PRefiner.stream_step, OnnxRefiner.stream_step);
+`advance_history` writes its new keys/values into the person's ring buffer.
 """
 
 from __future__ import annotations
@@ -23,11 +24,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def advance_history(history: np.ndarray, offsets: np.ndarray, new: np.ndarray) -> None:
+    """In place, after a step: every cached frame is one frame older, the one that leaves
+    the band (offset W) frees its slot, and the new frame's keys/values (..., 1, d) go into
+    a free slot at offset 1. history (..., W - 1, d) and offsets (W - 1,) of one person."""
+    slots = offsets.shape[-1]
+    offsets[offsets > 0] += 1
+    offsets[offsets > slots] = 0
+    slot = int(np.argmin(offsets))          # a free slot (offset 0) always exists now
+    history[..., slot, :] = new[..., 0, :]
+    offsets[slot] = 1
+
+
 @dataclass
 class _State:
     last_seq: int
-    history: np.ndarray          # history_shape
-    valid: np.ndarray            # (window - 1,)
+    history: np.ndarray          # history_shape, float32
+    offsets: np.ndarray          # (window - 1,) int64, 0: empty slot
 
 
 class CausalStreams:
@@ -58,7 +71,7 @@ class CausalStreams:
                 state = None
             if state is None:
                 state = _State(first - 1, np.zeros(self.history_shape, np.float32),
-                               np.zeros(self.window - 1, np.float32))
+                               np.zeros(self.window - 1, np.int64))
             self._states[track_id] = state
             feeds.append([f for f in frames if f[0] > state.last_seq])
         results = [None] * len(tracks)
@@ -72,7 +85,7 @@ class CausalStreams:
 
     def _run(self, items, results) -> None:
         try:
-            refined, history, valid = self._call(items)
+            refined, new = self._call(items)
         except Exception as err:  # noqa: BLE001 - which track caused it is found below
             if len(items) > 1:
                 for item in items:
@@ -84,18 +97,21 @@ class CausalStreams:
             return
         for row, (index, track_id, (seq, _, _)) in enumerate(items):
             results[index] = refined[row]
-            if not (np.all(np.isfinite(refined[row])) and np.all(np.isfinite(history[row]))):
+            if not (np.all(np.isfinite(refined[row])) and np.all(np.isfinite(new[row]))):
                 self._states.pop(track_id)   # a NaN in the history would stay in it
                 continue
             state = self._states[track_id]
-            state.history, state.valid, state.last_seq = history[row], valid[row], seq
+            advance_history(state.history, state.offsets, new[row])
+            state.last_seq = seq
 
     def _call(self, items):
         states = [self._states[track_id] for _, track_id, _ in items]
-        return self._step(np.stack([kp for _, _, (_, kp, _) in items]),
-                          np.stack([pose for _, _, (_, _, pose) in items]),
-                          np.stack([s.history for s in states]),
-                          np.stack([s.valid for s in states]))
+        # one person (the common case): its own arrays as a batch of one, no copy
+        stack = (lambda arrays: arrays[0][None]) if len(items) == 1 else np.stack
+        return self._step(stack([kp for _, _, (_, kp, _) in items]),
+                          stack([pose for _, _, (_, _, pose) in items]),
+                          stack([s.history for s in states]),
+                          stack([s.offsets for s in states]))
 
     def keep_only(self, track_ids) -> None:
         """Drop the history of every track not in track_ids (forgotten by the caller)."""

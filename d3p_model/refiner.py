@@ -189,15 +189,18 @@ class D3PRefiner:
         return history_shape(self.denoiser.config, self.steps if steps is None else int(steps))
 
     @torch.no_grad()
-    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
-        """numpy (B, 17, 2), (B, 17, 3), (B, *history_shape()), (B, W - 1) -> refined
-        (B, 17, 3), next history, next history_valid (causal models only)."""
-        if self._stream is None:
-            self._stream = self.stream_module()
+    def stream_step(self, keypoints_2d, pose_3d, history, history_offset, steps=None):
+        """numpy (B, 17, 2), (B, 17, 3), (B, *history_shape(steps)), (B, W - 1) int ->
+        refined (B, 17, 3) and the new frame's keys/values (causal models only;
+        causal_stream.py). steps: DDIM steps (None: the model's)."""
+        steps = self.steps if (steps is None or not self.diffusion) else int(steps)
+        if self._stream is None or self._stream.steps != steps:
+            self._stream = self.stream_module(steps)
         as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=self.dtype,  # noqa: E731
                                               device=self.device)
-        outputs = self._stream(*(as_tensor(a) for a in (keypoints_2d, pose_3d, history,
-                                                        history_valid)))
+        outputs = self._stream(as_tensor(keypoints_2d), as_tensor(pose_3d), as_tensor(history),
+                               torch.as_tensor(np.asarray(history_offset), dtype=torch.long,
+                                               device=self.device))
         return tuple(o.to("cpu", torch.float32).numpy() for o in outputs)
 
     # windows per call in refine_sequence: large, for accelerators; on the CPU PyTorch runs

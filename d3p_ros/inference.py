@@ -71,9 +71,9 @@ class RefinerBackend:
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
-        """Causal models: (B, 17, 2) + (B, 17, 3) new frames and their histories -> refined
-        (B, 17, 3), next history, next history_valid (d3p_model/causal_stream.py)."""
+    def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
+        """Causal models: (B, 17, 2) + (B, 17, 3) new frames, their histories and slot
+        offsets -> refined (B, 17, 3), the new frames' keys/values (d3p_model/causal_stream.py)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -115,23 +115,18 @@ class TorchBackend(RefinerBackend):
                                   and np.all(np.isfinite(uncertainty)) else None)
         self.causal = self._refiner.causal
         if self.causal:
-            self._stream = self._refiner.stream_module(self.steps)
             self.history_shape = self._refiner.history_shape(self.steps)
 
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         return self._refiner.refine_windows(keypoints_2d, pose_3d, steps=self.steps)
 
-    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
-        torch, device = self._torch, self._refiner.device
-        with torch.no_grad():
-            outputs = self._stream(*(torch.as_tensor(np.asarray(a), dtype=self._refiner.dtype,
-                                                     device=device)
-                                     for a in (keypoints_2d, pose_3d, history, history_valid)))
-        return tuple(o.to("cpu", torch.float32).numpy() for o in outputs)
+    def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
+        return self._refiner.stream_step(keypoints_2d, pose_3d, history, history_offset,
+                                         self.steps)
 
     def close(self) -> None:
         device = self.device
-        self._refiner = self._stream = None
+        self._refiner = None
         if device.startswith("cuda"):
             self._torch.cuda.empty_cache()
 
@@ -168,8 +163,8 @@ class OnnxBackend(RefinerBackend):
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         return self._refiner.refine_windows(keypoints_2d, pose_3d)
 
-    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
-        return self._refiner.stream_step(keypoints_2d, pose_3d, history, history_valid)
+    def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
+        return self._refiner.stream_step(keypoints_2d, pose_3d, history, history_offset)
 
     def close(self) -> None:
         self._refiner = None   # the session frees its (accelerator) memory with it

@@ -112,12 +112,12 @@ def test_a_failing_or_non_finite_stream_costs_only_its_track(causal_model):
     refiner = D3PRefiner.load(causal_model)
     (kp, pose, _), = _sequences(1, 10)
 
-    def step(keypoints, poses, history, valid):
+    def step(keypoints, poses, history, offsets):
         if np.any(keypoints[:, 0, 0] > 100):
             raise RuntimeError("bad person")
-        refined, history, valid = refiner.stream_step(keypoints, poses, history, valid)
+        refined, new = refiner.stream_step(keypoints, poses, history, offsets)
         refined[poses[:, 0, 0] > 100] = np.nan
-        return refined, history, valid
+        return refined, new
 
     streams = CausalStreams(step, refiner.history_shape(), refiner.window)
     bad_kp = kp.copy()
@@ -135,3 +135,29 @@ def test_a_failing_or_non_finite_stream_costs_only_its_track(causal_model):
             assert set(streams._states) == {1}      # both restart at their next frame
         else:
             assert np.isfinite(out[1]).all() and np.isfinite(out[2]).all()
+
+
+def test_a_stream_graph_from_older_code_is_stale_even_from_the_same_weights(causal_model,
+                                                                           tmp_path):
+    import shutil
+
+    import onnx
+
+    from d3p_model.export.graph_file import META_STREAM, onnx_file_name
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(causal_model, model_dir)
+    shipped = export_model_dir(model_dir)
+    assert shipped == model_dir / onnx_file_name(2)
+    graph = onnx.load(str(shipped))
+    for entry in graph.metadata_props:
+        if entry.key == META_STREAM:
+            entry.value = "1"               # as an export by the first stream interface
+    onnx.save(graph, str(shipped))
+    warnings = []
+    runtime = OnnxRefiner.load(model_dir, warn=warnings.append)
+    assert runtime.onnx_file != shipped and "older code" in warnings[0]
+    keypoints, pose, _ = _sequences(1, 8)[0]
+    np.testing.assert_allclose(runtime.refine_sequence(keypoints, pose),
+                               D3PRefiner.load(model_dir).refine_sequence(keypoints, pose),
+                               atol=TOLERANCE_M)

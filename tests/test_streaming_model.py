@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from d3p_model.causal_stream import advance_history
 from d3p_model.denoiser.model import DenoiserConfig, PoseDenoiser
 from d3p_model.denoiser.streaming import CausalStreamStep, history_shape
 from d3p_model.diffusion.process import ddim_refine
@@ -35,6 +36,25 @@ def _offline(net, keypoints, pose, scale, alpha_bar, steps):
     return ddim_refine(pose, lambda y, t: net(y, keypoints, t) * scale, alpha_bar, steps)
 
 
+class _Ring:
+    """The people's histories as the stream step takes them (numpy ring buffers)."""
+
+    def __init__(self, net, people, steps):
+        self.history = np.zeros((people, *history_shape(net.config, steps)), np.float32)
+        self.offsets = np.zeros((people, net.config.window - 1), np.int64)
+
+    def step(self, stream, keypoints, pose):
+        refined, new = stream(keypoints, pose, torch.from_numpy(self.history),
+                              torch.from_numpy(self.offsets))
+        for row in range(len(self.history)):
+            advance_history(self.history[row], self.offsets[row], new[row].numpy())
+        return refined
+
+    def restart(self, row):
+        self.history[row] = 0
+        self.offsets[row] = 0
+
+
 @pytest.mark.parametrize("steps", [1, 2])
 def test_the_stream_equals_the_causal_model_over_the_whole_sequence(steps):
     net = _causal_denoiser()
@@ -44,13 +64,13 @@ def test_the_stream_equals_the_causal_model_over_the_whole_sequence(steps):
     with torch.no_grad():
         offline = _offline(net, keypoints, pose, scale, alpha_bar, steps)[0]
         stream = CausalStreamStep(net, scale, alpha_bar, steps)
-        history = torch.zeros(1, *history_shape(net.config, steps))
-        valid = torch.zeros(1, net.config.window - 1)
+        ring = _Ring(net, 1, steps)
         for frame in range(pose.shape[1]):
-            refined, history, valid = stream(keypoints[:, frame], pose[:, frame], history, valid)
+            refined = ring.step(stream, keypoints[:, frame], pose[:, frame])
             torch.testing.assert_close(refined[0], offline[frame] - offline[frame, ROOT],
                                        atol=1e-5, rtol=0)
-    assert valid.min() == 1
+    # the ring holds the last W - 1 frames, each slot once
+    assert sorted(ring.offsets[0]) == list(range(1, net.config.window))
 
 
 def test_a_frame_does_not_depend_on_later_frames_or_on_frames_beyond_the_receptive_field():
@@ -82,16 +102,13 @@ def test_batched_stream_keeps_people_apart_and_a_new_track_starts_empty():
     kp_b, pose_b = _sequence(12, seed=3)
     with torch.no_grad():
         alone = _offline(net, kp_b, pose_b, scale, alpha_bar, 2)[0]
-        history = torch.zeros(2, *history_shape(net.config, 2))
-        valid = torch.zeros(2, net.config.window - 1)
+        ring = _Ring(net, 2, 2)
         for frame in range(12):
             if frame == 6:                  # person A's track restarts: its slots are emptied
-                history[0] = 0
-                valid[0] = 0
+                ring.restart(0)
                 restart = frame
-            refined, history, valid = stream(torch.cat([kp_a[:, frame], kp_b[:, frame]]),
-                                             torch.cat([pose_a[:, frame], pose_b[:, frame]]),
-                                             history, valid)
+            refined = ring.step(stream, torch.cat([kp_a[:, frame], kp_b[:, frame]]),
+                                torch.cat([pose_a[:, frame], pose_b[:, frame]]))
             torch.testing.assert_close(refined[1], alone[frame] - alone[frame, ROOT],
                                        atol=1e-5, rtol=0)
         a_restarted = _offline(net, kp_a[:, restart:], pose_a[:, restart:], scale, alpha_bar, 2)

@@ -11,10 +11,14 @@ result is exactly the last frame of the causal model run over the whole sequence
 
 `CausalStreamStep` is a torch module so that it exports as one ONNX graph (export/onnx.py):
   inputs   keypoints_2d (B, 17, 2), pose_3d (B, 17, 3) of the new frame,
-           history (B, M, 2, W - 1, 17, C/2): cached [key, value] per layer, oldest first,
-           history_valid (B, W - 1): 1 where that slot holds a frame (a new track has none);
-  outputs  refined (B, 17, 3) root-relative, and history / history_valid shifted by one
-           frame with this frame appended: the next call's inputs.
+           history (B, M, 2, 17, heads, W - 1, head channels): cached [key, value] per
+           layer, in W - 1 slots of any order,
+           history_offset (B, W - 1) int64: how many frames before the new one each slot's
+           frame is, 0 for an empty slot (a new track has only empty slots);
+  outputs  refined (B, 17, 3) root-relative, and history_new (B, M, 2, 17, heads, 1, head
+           channels): the new frame's keys and values, which the caller writes into the
+           slot it frees (causal_stream.advance_history): a ring buffer, so no call copies
+           the cache to shift it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from ..diffusion.process import ddim_timesteps, forward_noisy_pose, predict_clea
 from ..skeleton import NUM_JOINTS, ROOT
 
 
-def history_shape(config, steps: int) -> tuple[int, int, int, int, int]:
-    """Per person: (layers M, key/value 2, W - 1 frames, 17 joints, C / 2 channels)."""
-    return (steps * config.depth * 2, 2, config.window - 1, NUM_JOINTS, config.width // 2)
+def history_shape(config, steps: int) -> tuple[int, ...]:
+    """Per person: (layers M, key/value 2, 17 joints, heads, W - 1 frames, head channels)."""
+    return (steps * config.depth * 2, 2, NUM_JOINTS, config.heads, config.window - 1,
+            config.width // 2 // config.heads)
 
 
 class CausalStreamStep(nn.Module):
@@ -46,12 +51,15 @@ class CausalStreamStep(nn.Module):
         self.register_buffer("alpha_bar", alpha_bar.detach().clone(), persistent=False)
 
     def forward(self, keypoints_2d: torch.Tensor, pose_3d: torch.Tensor,
-                history: torch.Tensor, history_valid: torch.Tensor):
+                history: torch.Tensor, history_offset: torch.Tensor):
         net = self.denoiser
         y_t = pose_3d - pose_3d[:, ROOT:ROOT + 1]
         y0 = y_t
         layer = 0
         new = []
+        slot_mask = torch.zeros(history_offset.shape, dtype=y_t.dtype, device=y_t.device)
+        slot_mask = slot_mask.masked_fill(history_offset == 0, float("-inf"))
+        slot_mask = slot_mask.view(-1, 1, 1, 1, net.config.window - 1)
         for t_now, t_next in zip(self.grid[:-1], self.grid[1:]):
             t = torch.full((1,), t_now, dtype=torch.long, device=pose_3d.device)
             step = net.step_embedding(t, y_t.dtype)
@@ -59,18 +67,13 @@ class CausalStreamStep(nn.Module):
             for block in net.blocks:
                 for attn, prepare in ((block.attn, block.norm1),
                                       (block.step.attn, lambda x: block.step.modulate(x, step))):
-                    out, key, value = attn.stream(prepare(tokens), history[:, layer, 0],
-                                                  history[:, layer, 1], history_valid)
+                    out, key_value = attn.stream(prepare(tokens), history[:, layer],
+                                                 history_offset, slot_mask)
                     tokens = tokens + out
-                    new.append(torch.stack([key, value], dim=1))            # (B, 2, 17, C/2)
+                    new.append(key_value)                       # (B, 2, 17, heads, 1, d)
                     layer += 1
                 tokens = tokens + block.mlp(block.norm3(tokens)[:, None])[:, 0]
             error = net.head(net.norm(tokens)) * net.root_mask * self.error_scale
             y0 = predict_clean(y_t, error, t, self.alpha_bar)
             y_t = forward_noisy_pose(y0, error, torch.full_like(t, t_next), self.alpha_bar)
-        refined = y0 - y0[:, ROOT:ROOT + 1]
-        history = torch.cat([history[:, :, :, 1:], torch.stack(new, dim=1)[:, :, :, None]],
-                            dim=3)
-        history_valid = torch.cat([history_valid[:, 1:], torch.ones_like(history_valid[:, :1])],
-                                  dim=1)
-        return refined, history, history_valid
+        return y0 - y0[:, ROOT:ROOT + 1], torch.stack(new, dim=1)

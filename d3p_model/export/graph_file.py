@@ -13,8 +13,12 @@ INPUTS = ("keypoints_2d", "pose_3d")
 OUTPUT = "refined"
 # a causal model's graph refines one new frame per person from its cached history
 # (d3p_model/denoiser/streaming.py): two more inputs, and the updated history as outputs
-STREAM_INPUTS = INPUTS + ("history", "history_valid")
-STREAM_OUTPUTS = (OUTPUT, "history_next", "history_valid_next")
+STREAM_INPUTS = INPUTS + ("history", "history_offset")
+STREAM_OUTPUTS = (OUTPUT, "history_new")
+# the stream graph's interface version: a graph exported from the same weights by older code
+# (another history layout) is stale too
+META_STREAM = "d3p.stream_graph"
+STREAM_GRAPH_VERSION = "2"
 META_SPEC = "d3p.model_json"        # the model.json of the exported model
 META_STEPS = "d3p.steps"
 META_SOURCE = "d3p.source_sha256"   # of the model directory's weights + CND files
@@ -23,6 +27,13 @@ META_SOURCE = "d3p.source_sha256"   # of the model directory's weights + CND fil
 def onnx_file_name(steps: int) -> str:
     """Name of the K-step graph inside a model directory."""
     return f"refiner_k{int(steps)}.onnx"
+
+
+def is_current(metadata: dict, source: str, causal: bool) -> bool:
+    """Whether a graph with this metadata was exported from these weights (`source_digest`),
+    and, for a causal model, with the current stream interface."""
+    return metadata.get(META_SOURCE) == source and (
+        not causal or metadata.get(META_STREAM) == STREAM_GRAPH_VERSION)
 
 
 def source_digest(model_dir) -> str:

@@ -24,8 +24,9 @@ from torch import nn
 
 from ..skeleton import NUM_JOINTS
 # the graph's names and metadata keys live without torch (graph_file.py), for the runtime
-from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, OUTPUT,  # noqa: F401
-                         STREAM_INPUTS, STREAM_OUTPUTS, onnx_file_name, source_digest)
+from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, META_STREAM,  # noqa: F401
+                         OUTPUT, STREAM_GRAPH_VERSION, STREAM_INPUTS, STREAM_OUTPUTS,
+                         onnx_file_name, source_digest)
 
 OPSET = 18
 
@@ -74,7 +75,7 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
                    0.2 * torch.randn(2, NUM_JOINTS, 3, generator=generator),
                    0.1 * torch.randn(2, *history_shape(refiner.denoiser.config, steps),
                                      generator=generator),
-                   torch.ones(2, refiner.window - 1))
+                   torch.arange(1, refiner.window).flip(0).repeat(2, 1))
         inputs, outputs = STREAM_INPUTS, STREAM_OUTPUTS
     else:
         graph = RefinementGraph(refiner, steps)
@@ -100,6 +101,8 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
     metadata = {META_SPEC: json.dumps(spec, allow_nan=False), META_STEPS: str(steps)}
     if source:
         metadata[META_SOURCE] = source
+    if refiner.causal:
+        metadata[META_STREAM] = STREAM_GRAPH_VERSION
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -22,7 +22,7 @@ from ..data.windows import BATCH_SIZE, check_windows, refine_in_windows
 from ..model_files import D3PModelError, read_model_spec
 from ..skeleton import NUM_JOINTS
 from ..trust import threshold_from_spec
-from .graph_file import (INPUTS, META_SOURCE, META_SPEC, META_STEPS, STREAM_INPUTS,
+from .graph_file import (INPUTS, META_SPEC, META_STEPS, STREAM_INPUTS, is_current,
                          onnx_file_name, source_digest)
 
 _log = logging.getLogger(__name__)
@@ -73,14 +73,16 @@ def resolve_onnx_file(model_dir: pathlib.Path, steps: int, warn) -> pathlib.Path
     """model_dir/refiner_k{K}.onnx if it was exported from these weights; else a current
     export in the cache (made now if needed)."""
     source = source_digest(model_dir)
+    causal = bool(read_model_spec(model_dir)["denoiser"].get("causal", False))
     shipped = model_dir / onnx_file_name(steps)
     if shipped.is_file():
-        if _metadata(shipped).get(META_SOURCE) == source:
+        if is_current(_metadata(shipped), source, causal):
             return shipped
-        warn(f"{shipped} was exported from other weights than {model_dir}'s: using a fresh "
-             f"export (rerun `d3p export --model {model_dir}` to update the file)")
+        warn(f"{shipped} was exported from other weights than {model_dir}'s (or by older "
+             f"code): using a fresh export (rerun `d3p export --model {model_dir}` to update "
+             f"the file)")
     cached = _cache_root() / source[:16] / onnx_file_name(steps)
-    if cached.is_file() and _metadata(cached).get(META_SOURCE) == source:
+    if cached.is_file() and is_current(_metadata(cached), source, causal):
         return cached
     if not shipped.is_file():
         warn(f"{shipped} does not exist: exporting the model to {cached} (once; "
@@ -119,9 +121,10 @@ class OnnxRefiner:
             self.window = int(self.spec["denoiser"]["window"])
             self.causal = bool(self.spec["denoiser"].get("causal", False))
             # per person: the stream graph's cached keys/values (denoiser/streaming.py)
-            self.history_shape = (self.steps * int(self.spec["denoiser"]["depth"]) * 2, 2,
-                                  self.window - 1, NUM_JOINTS,
-                                  int(self.spec["denoiser"]["width"]) // 2)
+            denoiser = self.spec["denoiser"]
+            heads = int(denoiser["heads"])
+            self.history_shape = (self.steps * int(denoiser["depth"]) * 2, 2, NUM_JOINTS,
+                                  heads, self.window - 1, int(denoiser["width"]) // 2 // heads)
             self.stride = int(self.spec.get("stride", self.window))
             self.correction_threshold = threshold_from_spec(self.spec)
             uncertainty = np.array([np.nan if v is None else float(v)
@@ -188,27 +191,33 @@ class OnnxRefiner:
         (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
         return refined
 
-    def stream_step(self, keypoints_2d, pose_3d, history, history_valid):
-        """A causal model's graph: the new frame of each person, (B, 17, 2) + (B, 17, 3), and
-        its history -> refined (B, 17, 3), next history, next history_valid."""
+    def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
+        """A causal model's graph: the new frame of each person, (B, 17, 2) + (B, 17, 3), its
+        history and slot offsets -> refined (B, 17, 3), the new frame's keys/values
+        (causal_stream.py)."""
         if not self.causal:
             raise ValueError(f"{self.onnx_file} is a windowed model: it has no stream step")
-        arrays = (keypoints_2d, pose_3d, history, history_valid)
-        return tuple(self.session.run(None, {name: np.ascontiguousarray(a, dtype=np.float32)
-                                             for name, a in zip(STREAM_INPUTS, arrays)}))
+        feeds = {name: np.ascontiguousarray(a, dtype=np.float32)
+                 for name, a in zip(STREAM_INPUTS, (keypoints_2d, pose_3d, history))}
+        feeds[STREAM_INPUTS[3]] = np.ascontiguousarray(history_offset, dtype=np.int64)
+        return tuple(self.session.run(None, feeds))
 
     def _stream_windows(self, keypoints_2d, pose_3d) -> np.ndarray:
         """Each (any length) window streamed from an empty history, all windows per call:
         what D3PRefiner.refine_windows computes at once for a causal model."""
         frames = keypoints_2d.shape[1] if keypoints_2d.ndim == 4 else self.window
         check_windows(keypoints_2d, pose_3d, frames, NUM_JOINTS)
+        from ..causal_stream import advance_history
+
         batch = len(keypoints_2d)
         history = np.zeros((batch, *self.history_shape), dtype=np.float32)
-        valid = np.zeros((batch, self.window - 1), dtype=np.float32)
+        offsets = np.zeros((batch, self.window - 1), dtype=np.int64)
         refined = np.empty_like(pose_3d)
         for frame in range(frames):
-            refined[:, frame], history, valid = self.stream_step(
-                keypoints_2d[:, frame], pose_3d[:, frame], history, valid)
+            refined[:, frame], new = self.stream_step(keypoints_2d[:, frame], pose_3d[:, frame],
+                                                      history, offsets)
+            for row in range(batch):
+                advance_history(history[row], offsets[row], new[row])
         return refined
 
     def refine_sequence(self, keypoints_2d, pose_3d, stride=None, batch_size=None,

@@ -156,28 +156,37 @@ class STCAttention(nn.Module):
         bias = self.offset_bias.flip(-1).to(like.dtype)[None].expand(frames, -1, -1)
         return bias.masked_fill((slot_frame < 0)[:, None, :], float("-inf"))
 
-    def stream(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor,
-               past_valid: torch.Tensor):
+    def stream(self, x: torch.Tensor, past: torch.Tensor, offsets: torch.Tensor,
+               slot_mask: torch.Tensor):
         """One new frame given the cached temporal keys/values of the W - 1 frames before it.
 
-        x (B, J, C); past_k, past_v (B, W - 1, J, half), oldest first; past_valid (B, W - 1)
-        1 where that slot holds a frame. Returns the output (B, J, C) and this frame's
-        temporal key and value (B, J, half) for the next call's cache. Equal to
-        _forward_causal's last frame (tests/test_streaming_model.py).
+        x (B, J, C); past (B, 2, J, heads, W - 1, head_dim): [keys, values] in slots of any
+        order; offsets (B, W - 1) int64: how many frames before this one each slot's frame
+        is (0: an empty slot); slot_mask (B, 1, 1, 1, W - 1): -inf at empty slots, else 0.
+        Returns the output (B, J, C) and this frame's [key, value] (B, 2, J, heads, 1,
+        head_dim), which the caller writes into a slot (a ring buffer: no cache is copied
+        to move it along). Equal to _forward_causal's last frame
+        (tests/test_streaming_model.py). Static shapes, batch first, the cache in the layout
+        its products read: the exported graph needs no shape arithmetic and no transposes
+        of the cache.
         """
-        half, w = self.dim // 2, self.causal_window
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        spatial = self._spatial(q[..., :half], k[..., :half], v[..., :half])
-        keys = torch.cat([past_k, k[:, None, :, half:]], dim=1)     # (B, W, J, half)
-        values = torch.cat([past_v, v[:, None, :, half:]], dim=1)
-        qt = self._split_heads(q[..., half:]) * self.head_dim ** -0.5          # (B, J, h, d)
-        kt, vt = (self._split_heads(z) for z in (keys, values))              # (B, W, J, h, d)
-        scores = torch.einsum("bjhd,bwjhd->bjhw", qt, kt) + self.offset_bias.flip(-1)
-        valid = torch.cat([past_valid, torch.ones_like(past_valid[:, :1])], dim=1)
-        scores = scores.masked_fill(valid[:, None, None, :] < 0.5, float("-inf"))
-        temporal = torch.einsum("bjhw,bwjhd->bjhd", torch.softmax(scores, dim=-1), vt)
-        out = self.proj(torch.cat([spatial, temporal.flatten(-2)], dim=-1))
-        return out, k[..., half:], v[..., half:]
+        j, h, d, c = int(x.shape[1]), self.heads, self.head_dim, self.dim
+        half = c // 2
+        qkv = self.qkv(x).view(-1, j, 3, 2, h, d)     # [q | k | v] x [spatial | temporal]
+        qs, ks, vs = (qkv[:, :, i, 0].transpose(1, 2) for i in range(3))     # (B, h, J, d)
+        spatial = torch.softmax(qs @ ks.transpose(-1, -2) * d ** -0.5, dim=-1) @ vs
+        spatial = spatial.transpose(1, 2).reshape(-1, j, half)
+        q, k, v = (qkv[:, :, i, 1, :, None] for i in range(3))              # (B, J, h, 1, d)
+        q = q * d ** -0.5
+        past_k, past_v = past[:, 0], past[:, 1]                              # (B, J, h, W-1, d)
+        slot_bias = self.offset_bias[:, offsets].permute(1, 0, 2)[:, None, :, None, :]
+        past_scores = q @ past_k.transpose(-1, -2) + slot_bias + slot_mask   # (B, J, h, 1, W-1)
+        own_score = (q * k).sum(-1, keepdim=True) + self.offset_bias[:, :1, None]
+        weights = torch.softmax(torch.cat([past_scores, own_score], dim=-1), dim=-1)
+        past_weights, own_weight = weights.split([self.causal_window - 1, 1], dim=-1)
+        temporal = (past_weights @ past_v + own_weight * v).reshape(-1, j, half)
+        out = self.proj(torch.cat([spatial, temporal], dim=-1))
+        return out, torch.stack([k, v], dim=1)
 
 
 def _tracing() -> bool:
