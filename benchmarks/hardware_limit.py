@@ -11,6 +11,9 @@ measured fp32 matrix-multiply peak.
 3. Measured time per window per person: from the refine_latency results (--latency-json,
    default <output-dir>/refine_latency.json) if present, else measured now for T = 81
    (--profile-window), K = 2, 1 and 10 people. Fraction of peak = ideal / measured.
+   With the stream results of the causal model (--stream-json, default
+   <output-dir>/refine_latency_stream.json: refine_latency.py --causal), the same for its
+   one-frame stream step (`count_stream_flops`).
 4. What bounds it: the top entries of a torch.profiler and an ONNX Runtime profile of one
    T = 81 (--profile-window), K = 2, one-person refinement on 1 thread.
 
@@ -50,6 +53,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--latency-json", default=None,
                         help="refine_latency results to read (default: "
                              "<output-dir>/refine_latency.json; measured now if absent)")
+    parser.add_argument("--stream-json", default=None,
+                        help="refine_latency --causal results (default: <output-dir>/"
+                             "refine_latency_stream.json; the section is left out if absent)")
     parser.add_argument("--profile-runs", type=int, default=10,
                         help="refinements in each profile (after warm-up)")
     parser.add_argument("--top", type=int, default=10, help="profile entries to publish")
@@ -187,6 +193,33 @@ def fractions(cells, flops_rows, peak) -> list[dict]:
     return rows
 
 
+def stream_fractions(args, peak) -> dict | None:
+    """The causal model's stream step: FLOPs per frame against its measured calls."""
+    path = Path(args.stream_json) if args.stream_json else \
+        Path(args.output_dir) / "refine_latency_stream.json"
+    if not path.is_file():
+        return None
+    from d3p_model.denoiser.flops import count_stream_flops
+    from d3p_model.model_files import DEFAULT_CAUSAL_MODEL, default_model_dir
+    from d3p_model.refiner import D3PRefiner
+    refiner = D3PRefiner.load(default_model_dir(causal=True))
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["device"] == "cpu"]
+    rows = []
+    for cell in cells:
+        flops = count_stream_flops(refiner.denoiser.config, cell["steps"])
+        gflops = peak.get(str(cell["threads"]), {}).get("peak_gflops")
+        if gflops is None:
+            continue
+        measured = cell["ms_per_window_per_person"]
+        ideal_ms = flops / (gflops * 1e9) * 1e3
+        rows.append({"backend": cell["backend"], "threads": cell["threads"],
+                     "batch": cell["batch"], "steps": cell["steps"], "flops_per_frame": flops,
+                     "measured_ms_per_person": measured, "ideal_ms": ideal_ms,
+                     "achieved_gflops": flops / (measured / 1e3) / 1e9,
+                     "fraction_of_peak": ideal_ms / measured})
+    return {"model": DEFAULT_CAUSAL_MODEL, "source": str(path), "rows": rows}
+
+
 # ---------------------------------------------------------------- profiles
 def profile_torch(window: int, runs: int, top: int, scratch: Path) -> dict:
     import torch
@@ -308,6 +341,23 @@ def markdown(payload: dict) -> str:
                         f"{r['achieved_gflops']:.2f}", f"{100 * r['fraction_of_peak']:.1f}%"]
                        for r in sorted(detail, key=lambda r: (r["backend"], r["threads"],
                                                               r["batch"]))])]
+    stream = payload.get("stream")
+    if stream and stream["rows"]:
+        lines += ["", f"## Causal model {stream['model']}: one stream step (one new frame per "
+                      "person)", "",
+                  f"FLOPs of the one-frame K-step refinement from a full history (same "
+                  f"counting); measured = median ms per call per person of `CausalStreams.refine`"
+                  f" from {stream['source']} (the ring-buffer update included).", "",
+                  common.markdown_table(
+                      ["backend", "threads", "people", "K", "MFLOPs / frame",
+                       "measured ms / person", "ideal ms", "GFLOP/s reached", "of peak"],
+                      [[r["backend"], r["threads"], r["batch"], r["steps"],
+                        f"{r['flops_per_frame'] / 1e6:.2f}",
+                        f"{r['measured_ms_per_person']:.3f}", f"{r['ideal_ms']:.3f}",
+                        f"{r['achieved_gflops']:.2f}", f"{100 * r['fraction_of_peak']:.1f}%"]
+                       for r in sorted(stream["rows"], key=lambda r: (r["backend"],
+                                                                      r["threads"],
+                                                                      r["batch"]))])]
     for name, profile in payload["profiles"].items():
         lines += ["", f"## Profile: {name}, T = {profile_window}, K = {PROFILE_STEPS}, one "
                       f"person ({profile['tool']}; {profile['runs']} refinements, "
@@ -348,6 +398,7 @@ def main(argv=None) -> int:
                             "profile_window": args.profile_window, "quick": args.quick},
                "peak": peak, "flops": flops, "latency_source": source,
                "fractions": fractions(cells, flops, peak), "profiles": profiles,
+               "stream": stream_fractions(args, peak),
                "skipped_windows": skipped_windows}
     common.write_results(args.output_dir, NAME, payload, markdown(payload))
     return 0

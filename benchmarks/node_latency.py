@@ -73,7 +73,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="lagged mode: the node's stride (default: the node's, "
                              "config/refiner.yaml; 0 = the model's offline stride)")
     parser.add_argument("--model", default=None,
-                        help="model directory (default: the shipped one)")
+                        help="model directory (default: the node's default for --mode: "
+                             "DEFAULT_CAUSAL_MODEL in causal mode, DEFAULT_MODEL in lagged)")
     parser.add_argument("--name", default=NAME, help="results file stem (default node_latency)")
     parser.add_argument("--drain", type=float, default=1.0,
                         help="seconds of input published after the measured interval")
@@ -458,7 +459,8 @@ def markdown(payload: dict) -> str:
 def main(argv=None) -> int:
     args = parse_arguments(argv)
     from d3p_model.refiner import default_model_dir
-    model_dir = args.model or str(default_model_dir())
+    # the node's own default for the mode: causal mode streams the causal model
+    model_dir = args.model or str(default_model_dir(causal=args.mode == "causal"))
     if not Path(model_dir, "model.json").is_file():
         print(f"node_latency: no model at {model_dir}", file=sys.stderr)
         return 2

@@ -18,6 +18,11 @@ windows.
     .venv/bin/python benchmarks/refine_latency.py --quick     # smoke run, seconds
     .venv/bin/python benchmarks/refine_latency.py --busy-cpus 1 --name refine_latency_busy
     .venv/bin/python benchmarks/refine_latency.py --pause-ms 20 --name refine_latency_paced
+    .venv/bin/python benchmarks/refine_latency.py --causal --windows 27 --name refine_latency_stream
+With --causal a cell times what the node's causal mode calls with a causal model (the
+shipped DEFAULT_CAUSAL_MODEL): one new frame per person through `CausalStreams.refine`, from
+the histories of the frames before (the model call plus the ring-buffer update), T being
+the model's attention band.
 Writes benchmarks/results/refine_latency.{json,md}.
 """
 
@@ -65,6 +70,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--pause-ms", type=float, default=0.0,
                         help="sleep between timed calls (0: back to back); 20 = one call per "
                              "frame at 50 Hz, as the node's causal mode calls it")
+    parser.add_argument("--causal", action="store_true",
+                        help="time the causal model's one-frame stream step (T = 27 only)")
     parser.add_argument("--name", default=NAME, help="results file name (default: %(default)s)")
     parser.add_argument("--worker-result", help=argparse.SUPPRESS)
     parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
@@ -79,7 +86,25 @@ def parse_arguments(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must all be >= 1")
     if args.busy_cpus < 0 or args.pause_ms < 0:
         parser.error("--busy-cpus and --pause-ms must be >= 0")
+    if args.causal and args.windows != [27]:
+        parser.error("--causal: the causal model has T = 27 (--windows 27)")
     return args
+
+
+def stream_call(refiner, keypoints, poses):
+    """A call as the node's causal mode makes it with a causal model: each person's next
+    frame through CausalStreams (histories filled by the calls before)."""
+    from d3p_model.causal_stream import CausalStreams
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    frames = keypoints.shape[1]
+    seq = [0]
+
+    def call():
+        i = seq[0]
+        streams.refine([(person, [(i, keypoints[person, i % frames], poses[person, i % frames])])
+                        for person in range(len(keypoints))])
+        seq[0] += 1
+    return call
 
 
 @contextlib.contextmanager
@@ -106,13 +131,18 @@ def run_group(args) -> dict:
                     desc=f"{args.worker_device} {args.worker_backend} {threads} thr")
     for window in args.windows:
         model_dir, weights = common.model_for_window(window, scratch)
+        if args.causal:
+            from d3p_model.model_files import DEFAULT_CAUSAL_MODEL, default_model_dir
+            model_dir, weights = default_model_dir(causal=True), DEFAULT_CAUSAL_MODEL
         keypoints, poses = common.sample_windows(window, max(args.batches))
         for steps in args.steps:
             refiner, providers = common.load_refiner(args.worker_backend, model_dir, steps,
                                                      args.worker_device, threads)
             for batch in args.batches:
                 kp, pose = keypoints[:batch], poses[:batch]
-                timing = common.time_call(lambda: refiner.refine_windows(kp, pose),
+                call = (stream_call(refiner, kp, pose) if args.causal
+                        else lambda: refiner.refine_windows(kp, pose))
+                timing = common.time_call(call,
                                           budget_s=args.seconds_per_cell, warmup=args.warmup,
                                           min_reps=args.min_reps, max_reps=args.max_reps,
                                           pause_s=args.pause_ms / 1000.0)
@@ -142,7 +172,7 @@ def group_arguments(args, device, backend, threads, scratch) -> list[str]:
             "--batches", *listed(args.batches), "--threads", str(threads),
             "--seconds-per-cell", str(args.seconds_per_cell), "--warmup", str(args.warmup),
             "--min-reps", str(args.min_reps), "--max-reps", str(args.max_reps),
-            "--pause-ms", str(args.pause_ms),
+            "--pause-ms", str(args.pause_ms), *(["--causal"] if args.causal else []),
             "--worker-backend", backend, "--worker-device", device,
             "--worker-scratch", str(scratch)]
 
@@ -187,6 +217,11 @@ def markdown(payload: dict) -> str:
         return common.markdown_table(["T", "K", "people"] + names, rows)
 
     lines = [f"# Refinement latency ({NAME})", "", common.machine_line(payload["machine"])]
+    if cells and payload["settings"].get("causal"):
+        lines += ["", "**Causal model, streamed** (`--causal`): each cell is one "
+                  "`CausalStreams.refine` call, the next frame of each person refined alone "
+                  "from its history, as the node's causal mode calls it; T is the model's "
+                  "attention band."]
     if cells:
         reps = [c["reps"] for c in cells]
         lines += [
@@ -237,7 +272,7 @@ def main(argv=None) -> int:
                             "seconds_per_cell": args.seconds_per_cell, "warmup": args.warmup,
                             "min_reps": args.min_reps, "max_reps": args.max_reps,
                             "quick": args.quick, "busy_cpus": args.busy_cpus,
-                            "pause_ms": args.pause_ms,
+                            "pause_ms": args.pause_ms, "causal": args.causal,
                             "input": "generated windows (d3p_model.data.synthetic)"},
                "cells": cells, "skipped": skipped, "skipped_windows": skipped_windows}
     common.write_results(args.output_dir, args.name, payload, markdown(payload))

@@ -10,7 +10,11 @@ and the same model refines it offline (`refine_sequence`, the model's stride). M
   lagged:L[:S]       lag L, a window every S frames (default: the model's stride), blended;
   stale:N            a design measured and not built: the newest frame published at once
                      with the causal correction of the frame N before it (the call hidden
-                     behind the next frame).
+                     behind the next frame);
+  stream             causal mode with a causal model (--causal-model, default the node's
+                     causal default): each frame refined alone from its stream's history,
+                     through the node's own CausalStreams; its "offline" column is still
+                     --model's offline refinement, the published results.
 Reported per mode, over the frames it published: MPJPE of the lifter, of the stream and of
 offline refinement on the same frames (mm, frame mean), the paired difference stream -
 offline, the acceleration error of each (mm / frame^2, mean over joints and over frames
@@ -42,6 +46,9 @@ def parse_mode(text: str, window: int, model_stride: int) -> dict:
     parts = text.split(":")
     if parts[0] == "causal" and len(parts) == 1:
         return {"name": "causal", "lag": 0, "stride": 1, "stale": 0}
+    if parts[0] == "stream" and len(parts) == 1:
+        return {"name": "causal, causal model (streamed)", "lag": 0, "stride": 1, "stale": 0,
+                "stream": True}
     if parts[0] == "stale" and len(parts) == 2 and int(parts[1]) >= 1:
         frames = int(parts[1])
         return {"name": f"causal, correction {frames} frame(s) old", "lag": 0, "stride": 1,
@@ -52,7 +59,7 @@ def parse_mode(text: str, window: int, model_stride: int) -> dict:
         if not 1 <= lag < window or not 1 <= stride <= window:
             raise ValueError(f"mode {text!r}: lag must be in 1..{window - 1}, stride in 1..{window}")
         return {"name": f"lagged L={lag} s={stride}", "lag": lag, "stride": stride, "stale": 0}
-    raise ValueError(f"mode {text!r}: expected causal, lagged:LAG[:STRIDE] or stale:N")
+    raise ValueError(f"mode {text!r}: expected causal, lagged:LAG[:STRIDE], stale:N or stream")
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -61,9 +68,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="predictions .npz with ground_truth_3d (default: the cached "
                              "Human3.6M test set, made by `d3p predict`)")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
+    parser.add_argument("--causal-model", default=None,
+                        help="causal model for the stream mode (default: the node's causal-mode "
+                             "default, d3p_model.model_files.DEFAULT_CAUSAL_MODEL)")
     parser.add_argument("--modes", nargs="+", default=["causal", "lagged:13", "lagged:26"],
                         help="causal, lagged:LAG[:STRIDE] (stride default: the model's), "
-                             "stale:N (causal correction N frames old)")
+                             "stale:N (causal correction N frames old), stream (causal model)")
     parser.add_argument("--sequence-stride", type=int, default=8, metavar="K",
                         help="every K-th sequence (sorted by key); 1 = all")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
@@ -103,6 +113,19 @@ def stream(refine_windows, keypoints, pose, window: int, lag: int, stride: int,
                 raise AssertionError(f"{uncovered} frame(s) published without a window")
             published.update({frame.payload: value for frame, value in frames})
     return published, len(taken)
+
+
+def stream_causal_model(refiner, keypoints, pose) -> tuple[dict, int]:
+    """A causal model through the node's CausalStreams, one frame per call, each frame's
+    correction soft-thresholded as the node does; returns {frame: refined pose}, calls."""
+    from d3p_model.causal_stream import CausalStreams
+    from d3p_model.trust import limit_corrections
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    published = {}
+    for i in range(len(pose)):
+        (out,) = streams.refine([(1, [(i, keypoints[i], pose[i])])])
+        published[i] = limit_corrections(pose[i], out, refiner.correction_threshold)
+    return published, len(pose)
 
 
 def with_stale_correction(published: dict, pose, frames_old: int) -> dict:
@@ -145,6 +168,12 @@ def main(argv=None) -> int:
                                              device="cpu", threads=args.threads)
     window, model_stride = int(refiner.window), int(refiner.stride)
     modes = [parse_mode(m, window, model_stride) for m in args.modes]
+    causal_dir = causal_refiner = None
+    if any(m.get("stream") for m in modes):
+        causal_dir = Path(args.causal_model) if args.causal_model else default_model_dir(causal=True)
+        causal_refiner, _ = common.load_refiner(args.backend, causal_dir,
+                                                steps=int(read_model_spec(causal_dir)["steps"]),
+                                                device="cpu", threads=args.threads)
 
     sums = {m["name"]: {"frames": 0, "lifter": 0.0, "stream": 0.0, "offline": 0.0,
                         "windows": 0, "published": 0, "accel_frames": 0, "accel_lifter": 0.0,
@@ -159,8 +188,10 @@ def main(argv=None) -> int:
         total_frames += len(pose)
         streams = {}     # (lag, stride) -> stream: a stale mode reuses the causal one
         for mode in modes:
-            key_ = (mode["lag"], mode["stride"])
-            if key_ not in streams:
+            key_ = (mode["lag"], mode["stride"], bool(mode.get("stream")))
+            if mode.get("stream") and key_ not in streams:
+                streams[key_] = stream_causal_model(causal_refiner, keypoints, pose)
+            elif key_ not in streams:
                 streams[key_] = stream(refiner.refine_windows, keypoints, pose, window,
                                        mode["lag"], mode["stride"], args.batch_size)
             published, windows = streams[key_]
@@ -197,7 +228,9 @@ def main(argv=None) -> int:
             "latency_frames": [mode["lag"], mode["lag"] + mode["stride"] - 1],
             "frames_published": s["published"], "frames_total": total_frames,
             "published_share": round(s["published"] / total_frames, 4),
-            "windows_per_frame": round(s["windows"] / total_frames, 4),
+            # a causal model's call refines one frame: 1 / T of a window's tokens
+            "windows_per_frame": round(s["windows"] / total_frames
+                                       / (window if mode.get("stream") else 1), 4),
             "lifter_mpjpe_mm": round(s["lifter"] / frames, 3),
             "stream_mpjpe_mm": round(s["stream"] / frames, 3),
             "offline_mpjpe_mm": round(s["offline"] / frames, 3),
@@ -208,6 +241,7 @@ def main(argv=None) -> int:
     payload = {
         "benchmark": NAME,
         "settings": {"predictions": str(args.predictions), "model": str(model_dir),
+                     "causal_model": str(causal_dir) if causal_dir else None,
                      "window": window, "model_stride": model_stride, "steps": steps,
                      "backend": args.backend, "providers": providers,
                      "sequences": len(keys), "sequence_stride": args.sequence_stride,
@@ -232,6 +266,9 @@ def main(argv=None) -> int:
                 f"{Path(args.predictions).name}), {total_frames} frames. MPJPE in mm, frame "
                 "mean over the frames each mode published; offline = `refine_sequence` on the "
                 "same frames. Latency: frames between a frame's arrival and its output. "
+                + (f"The stream row is the causal model {causal_dir.parent.name}, one frame per "
+                   "call (windows / frame: its tokens per frame as a share of a window's). "
+                   if causal_dir else "") +
                 "Acceleration error in mm / frame^2 (joint mean) over the same frames.\n\n"
                 f"{table}\n\n{common.machine_line(payload['machine'])}\n")
     common.write_results(args.output_dir, NAME, payload, markdown)

@@ -158,7 +158,7 @@ class OnnxBackend(RefinerBackend):
         self.joint_uncertainty = (uncertainty if uncertainty.shape == (NUM_JOINTS,)
                                   and np.all(np.isfinite(uncertainty)) else None)
         self.causal = self._refiner.causal
-        self.history_shape = self._refiner.history_shape
+        self.history_shape = self._refiner.history_shape()
 
     def refine(self, keypoints_2d: np.ndarray, pose_3d: np.ndarray) -> np.ndarray:
         return self._refiner.refine_windows(keypoints_2d, pose_3d)

@@ -77,7 +77,10 @@ def validation_sequences(refiner: D3PRefiner, every: int):
 
 def refine_blended(refiner: D3PRefiner, keypoints, pose, stride: int) -> tuple:
     """One sequence refined at `stride` without a threshold: (blended as d3p refine does,
-    plain mean of the same windows)."""
+    plain mean of the same windows). A causal model has no windows: the whole sequence."""
+    if refiner.causal:
+        out = refiner.refine_sequence(keypoints, pose, correction_threshold=0.0)
+        return out, out
     window = refiner.window
     starts = window_starts(len(pose), window, stride)
     windows = refine_window_batches(refiner.refine_windows, keypoints, pose, starts, window)
@@ -113,6 +116,8 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
     lifter = mpjpe_over_frames([pose for _, _, pose, _ in sequences], sequences)
     lifter_accel = acceleration_mm([pose for _, _, pose, _ in sequences], sequences)
     by_stride, outputs, blending = {}, {}, {}
+    if refiner.causal:      # refines whole sequences: the stride does not apply
+        strides = [refiner.window]
     for stride in strides:
         stride = min(stride, refiner.window)
         blended, plain = zip(*(refine_blended(refiner, kp, pose, stride)

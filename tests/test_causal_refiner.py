@@ -59,7 +59,7 @@ def test_the_onnx_stream_graph_matches_pytorch(causal_model, tmp_path, people):
     refiner = D3PRefiner.load(causal_model)
     path = export_model_dir(causal_model, path=tmp_path / "stream.onnx")
     runtime = OnnxRefiner(path, num_threads=1)
-    assert runtime.causal and runtime.history_shape == refiner.history_shape()
+    assert runtime.causal and runtime.history_shape() == refiner.history_shape()
     data = _sequences(people, 20, seed=people)
     keypoints = np.stack([kp for kp, _, _ in data])
     pose = np.stack([p for _, p, _ in data])

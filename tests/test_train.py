@@ -208,6 +208,37 @@ def test_init_from_continues_a_trained_model(tmp_path):
                           progress=False)
 
 
+def test_a_windowed_model_continues_into_a_causal_one_trained_on_longer_windows(tmp_path):
+    """init_from a windowed model with model.causal: the frame embedding is dropped, the
+    offset biases start at zero and are trained; train_frames sets the training windows;
+    the result refines whole sequences causally, and cannot go back to windowed."""
+    first = train_from_config(MICRO, tmp_path / "first", progress=False)
+    causal = {**MICRO, "init_from": str(first), "train_frames": 12,
+              "model": {**MICRO["model"], "causal": True},
+              "optim": {"epochs": 1, "batch_size": 4}}
+    model_dir = train_from_config(causal, tmp_path / "causal", progress=False)
+    weights = torch.load(model_dir / "weights.pt", weights_only=True)
+    assert "frame_embedding" not in weights
+    biases = [v for k, v in weights.items() if k.endswith("offset_bias")]
+    assert len(biases) == 2 and all(b.shape == (1, 5) for b in biases)
+    assert any(b.abs().max() > 0 for b in biases)                  # trained from zero
+    refiner = D3PRefiner.load(model_dir)
+    assert refiner.causal and refiner.window == 5
+    rng = np.random.default_rng(1)
+    keypoints = rng.uniform(-1, 1, (23, 17, 2)).astype(np.float32)
+    pose = (0.3 * rng.normal(size=(23, 17, 3))).astype(np.float32)
+    pose -= pose[:, :1]
+    whole = refiner.refine_sequence(keypoints, pose)
+    # causal: the first 10 frames alone give the same first 10 outputs
+    np.testing.assert_allclose(refiner.refine_sequence(keypoints[:10], pose[:10]),
+                               whole[:10], atol=1e-6)
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config({**MICRO, "init_from": str(model_dir)}, tmp_path / "back",
+                          progress=False)
+    with pytest.raises(ConfigError, match="train_frames"):
+        load_config({**MICRO, "train_frames": 12})     # a windowed model has no use for it
+
+
 def test_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'epochs'"):
         load_config({**MICRO, "epochs": 3})
@@ -237,10 +268,12 @@ def test_config_validation(tmp_path):
             assert source["denoiser"]["window"] == config["window"]
             # a model saved before a model setting existed has that setting's default
             from d3p_model.train.config import DEFAULTS
-            # ... except that a continued run may add the reprojection inputs
+            # ... except that a continued run may add the reprojection inputs, or make the
+            # model causal
             source_model = {**DEFAULTS["model"], **source["info"]["config"]["model"]}
-            if config["model"]["reprojection_inputs"]:
-                source_model["reprojection_inputs"] = True
+            for setting in ("reprojection_inputs", "causal"):
+                if config["model"][setting]:
+                    source_model[setting] = True
             assert source_model == config["model"]
             assert source["info"]["config"]["data"] == config["data"]
             assert source["info"]["config"]["seed"] == config["seed"]  # same validation split

@@ -43,6 +43,25 @@ def count_flops(config, steps: int = 2) -> dict:
             "flops_per_call": per_call, "flops_per_refinement": per_call * steps}
 
 
+def count_stream_flops(config, steps: int = 2) -> int:
+    """FLOPs of one causal stream step (denoiser/streaming.py): a K-step refinement of one
+    new frame of one person from a full history, counted the same way."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..diffusion.schedule import cosine_alpha_bar
+    from .model import PoseDenoiser
+    from .streaming import CausalStreamStep, history_shape
+    stream = CausalStreamStep(PoseDenoiser(config).eval(), torch.ones(17, 3),
+                              cosine_alpha_bar(config.timesteps), steps)
+    offsets = torch.arange(1, config.window).flip(0)[None]
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        stream(torch.zeros(1, 17, 2), torch.zeros(1, 17, 3),
+               torch.zeros(1, *history_shape(config, steps)), offsets)
+    return counter.get_total_flops()
+
+
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
     from torch.utils.flop_counter import sdpa_flop_count
     return sdpa_flop_count(query_shape, key_shape, value_shape)
@@ -73,4 +92,8 @@ def main(args) -> int:
         print(f"{row['depth']:>5} {row['width']:>5} {row['heads']:>5} {row['window']:>4} "
               f"{row['parameters']:>8} {row['flops_per_call'] / 1e6:>12.2f} "
               f"{row['flops_per_refinement'] / 1e6:>16.2f}")
+        if config.causal:
+            print(f"causal: a stream step (one new frame, {args.steps} steps) "
+                  f"{count_stream_flops(config, args.steps) / 1e6:.2f} MFLOPs; the rows above "
+                  f"count a {config.window}-frame sequence")
     return 0

@@ -123,8 +123,8 @@ class OnnxRefiner:
             # per person: the stream graph's cached keys/values (denoiser/streaming.py)
             denoiser = self.spec["denoiser"]
             heads = int(denoiser["heads"])
-            self.history_shape = (self.steps * int(denoiser["depth"]) * 2, 2, NUM_JOINTS,
-                                  heads, self.window - 1, int(denoiser["width"]) // 2 // heads)
+            self._history_shape = (self.steps * int(denoiser["depth"]) * 2, 2, NUM_JOINTS,
+                                   heads, self.window - 1, int(denoiser["width"]) // 2 // heads)
             self.stride = int(self.spec.get("stride", self.window))
             self.correction_threshold = threshold_from_spec(self.spec)
             uncertainty = np.array([np.nan if v is None else float(v)
@@ -191,6 +191,10 @@ class OnnxRefiner:
         (refined,) = self.session.run(None, {INPUTS[0]: keypoints_2d, INPUTS[1]: pose_3d})
         return refined
 
+    def history_shape(self) -> tuple:
+        """Per person: what stream_step's history holds (denoiser/streaming.py)."""
+        return self._history_shape
+
     def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
         """A causal model's graph: the new frame of each person, (B, 17, 2) + (B, 17, 3), its
         history and slot offsets -> refined (B, 17, 3), the new frame's keys/values
@@ -210,7 +214,7 @@ class OnnxRefiner:
         from ..causal_stream import advance_history
 
         batch = len(keypoints_2d)
-        history = np.zeros((batch, *self.history_shape), dtype=np.float32)
+        history = np.zeros((batch, *self.history_shape()), dtype=np.float32)
         offsets = np.zeros((batch, self.window - 1), dtype=np.int64)
         refined = np.empty_like(pose_3d)
         for frame in range(frames):
