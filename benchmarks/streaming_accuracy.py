@@ -74,9 +74,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=["causal", "lagged:13", "lagged:26"],
                         help="causal, lagged:LAG[:STRIDE] (stride default: the model's), "
                              "stale:N (causal correction N frames old), stream (causal model)")
+    parser.add_argument("--validation", action="store_true",
+                        help="the model's own validation split instead of --predictions "
+                             "(model.json info.training.validation_keys, from its training "
+                             "file: takes of the training subjects, never S9/S11): for "
+                             "choosing between designs without the test set")
     parser.add_argument("--sequence-stride", type=int, default=8, metavar="K",
                         help="every K-th sequence (sorted by key); 1 = all")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    parser.add_argument("--name", default=NAME, help="results file stem (default %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     common.add_common_arguments(parser)      # --output-dir, --quick
@@ -151,13 +157,24 @@ def main(argv=None) -> int:
     from d3p_model.data.predictions import PredictionsFormatError, load_predictions
     from d3p_model.refiner import default_model_dir
     model_dir = Path(args.model) if args.model else default_model_dir()
+    validation_keys = None
+    if args.validation:
+        from d3p_model.model_files import read_model_spec as spec_of
+        from d3p_model.train.config import resolve_data_path
+        info = spec_of(model_dir)["info"]
+        args.predictions = str(resolve_data_path(info["config"]["data"]["train"]))
+        validation_keys = set(info["training"]["validation_keys"])
+        if any(k.split("/")[0] in ("S9", "S11") for k in validation_keys):
+            print("streaming_accuracy: validation keys contain test subjects", file=sys.stderr)
+            return 2
     try:
         predictions = load_predictions(args.predictions)
     except PredictionsFormatError as err:
         print(f"streaming_accuracy: {err} (the test set: `d3p predict --setting sh2d --split "
               "test`)", file=sys.stderr)
         return 2
-    keys = sorted(k for k, s in predictions.items() if s.ground_truth_3d is not None)
+    keys = sorted(k for k, s in predictions.items() if s.ground_truth_3d is not None
+                  and (validation_keys is None or k in validation_keys))
     keys = keys[::args.sequence_stride][:2 if args.quick else None]
     if not keys:
         print("streaming_accuracy: no sequence with ground_truth_3d", file=sys.stderr)
@@ -239,8 +256,9 @@ def main(argv=None) -> int:
                for name in ("lifter", "stream", "offline")},
         })
     payload = {
-        "benchmark": NAME,
+        "benchmark": args.name,
         "settings": {"predictions": str(args.predictions), "model": str(model_dir),
+                     "split": "validation" if args.validation else "file",
                      "causal_model": str(causal_dir) if causal_dir else None,
                      "window": window, "model_stride": model_stride, "steps": steps,
                      "backend": args.backend, "providers": providers,
@@ -263,7 +281,8 @@ def main(argv=None) -> int:
                 f"Model {model_dir.name if model_dir.name != 'model' else model_dir.parent.name} "
                 f"(T = {window}, K = {steps}, offline stride {model_stride}), "
                 f"{len(keys)} sequences (every {args.sequence_stride}th of "
-                f"{Path(args.predictions).name}), {total_frames} frames. MPJPE in mm, frame "
+                + ("the model's validation split of " if args.validation else "")
+                + f"{Path(args.predictions).name}), {total_frames} frames. MPJPE in mm, frame "
                 "mean over the frames each mode published; offline = `refine_sequence` on the "
                 "same frames. Latency: frames between a frame's arrival and its output. "
                 + (f"The stream row is the causal model {causal_dir.parent.name}, one frame per "
@@ -271,7 +290,7 @@ def main(argv=None) -> int:
                    if causal_dir else "") +
                 "Acceleration error in mm / frame^2 (joint mean) over the same frames.\n\n"
                 f"{table}\n\n{common.machine_line(payload['machine'])}\n")
-    common.write_results(args.output_dir, NAME, payload, markdown)
+    common.write_results(args.output_dir, args.name, payload, markdown)
     return 0
 
 

@@ -60,6 +60,7 @@ class CausalStreamStep(nn.Module):
         slot_mask = torch.zeros(history_offset.shape, dtype=y_t.dtype, device=y_t.device)
         slot_mask = slot_mask.masked_fill(history_offset == 0, float("-inf"))
         slot_mask = slot_mask.view(-1, 1, 1, 1, net.config.window - 1)
+        layers = history.unbind(1)      # one Split for all layers, not a Gather per layer
         for t_now, t_next in zip(self.grid[:-1], self.grid[1:]):
             t = torch.full((1,), t_now, dtype=torch.long, device=pose_3d.device)
             step = net.step_embedding(t, y_t.dtype)
@@ -67,7 +68,7 @@ class CausalStreamStep(nn.Module):
             for block in net.blocks:
                 for attn, prepare in ((block.attn, block.norm1),
                                       (block.step.attn, lambda x: block.step.modulate(x, step))):
-                    out, key_value = attn.stream(prepare(tokens), history[:, layer],
+                    out, key_value = attn.stream(prepare(tokens), layers[layer],
                                                  history_offset, slot_mask)
                     tokens = tokens + out
                     new.append(key_value)                       # (B, 2, 17, heads, 1, d)

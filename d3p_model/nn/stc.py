@@ -172,13 +172,14 @@ class STCAttention(nn.Module):
         """
         j, h, d, c = int(x.shape[1]), self.heads, self.head_dim, self.dim
         half = c // 2
-        qkv = self.qkv(x).view(-1, j, 3, 2, h, d)     # [q | k | v] x [spatial | temporal]
-        qs, ks, vs = (qkv[:, :, i, 0].transpose(1, 2) for i in range(3))     # (B, h, J, d)
+        # [q | k | v] x [spatial | temporal]: one Split, no per-part Gather
+        qs, qt, ks, kt, vs, vt = self.qkv(x).split(half, dim=-1)              # (B, J, half)
+        qs, ks, vs = (z.view(-1, j, h, d).transpose(1, 2) for z in (qs, ks, vs))  # (B, h, J, d)
         spatial = torch.softmax(qs @ ks.transpose(-1, -2) * d ** -0.5, dim=-1) @ vs
         spatial = spatial.transpose(1, 2).reshape(-1, j, half)
-        q, k, v = (qkv[:, :, i, 1, :, None] for i in range(3))              # (B, J, h, 1, d)
+        q, k, v = (z.view(-1, j, h, 1, d) for z in (qt, kt, vt))            # (B, J, h, 1, d)
         q = q * d ** -0.5
-        past_k, past_v = past[:, 0], past[:, 1]                              # (B, J, h, W-1, d)
+        past_k, past_v = past.unbind(1)                                      # (B, J, h, W-1, d)
         slot_bias = self.offset_bias[:, offsets].permute(1, 0, 2)[:, None, :, None, :]
         past_scores = q @ past_k.transpose(-1, -2) + slot_bias + slot_mask   # (B, J, h, 1, W-1)
         own_score = (q * k).sum(-1, keepdim=True) + self.offset_bias[:, :1, None]
