@@ -44,6 +44,7 @@ from rclpy.lifecycle import LifecycleState, Node as LifecycleNode, TransitionCal
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.validate_topic_name import validate_topic_name
 
+from d3p_model.causal_stream import CausalStreams
 from d3p_model.skeleton import NUM_JOINTS
 from d3p_ros.conversions import (InvalidSkeleton, fill_skeleton3d, skeleton2d_to_numpy,
                                  skeleton3d_to_numpy, stamp_to_ns)
@@ -54,7 +55,6 @@ from d3p_ros.markers import MarkerIds, skeleton_markers, track_color
 from d3p_ros.synchronizer import make_synchronizer
 from d3p_ros.throttle import KindThrottle
 from d3p_ros.windows import Push, WindowManager
-from d3p_model.causal_stream import CausalStreams
 
 NODE_NAME = "d3p_refiner"
 MODES = ("causal", "lagged")
@@ -223,7 +223,6 @@ class RefinerNode(LifecycleNode):
             self.lag, self.stride = lag, stride
             self.windows = WindowManager(window, lag, p["track_timeout"], p["max_gap"],
                                          p["backward_jump"], p["max_tracks"], stride)
-
         except Exception as err:  # noqa: BLE001 - any failure here must fail the transition
             self.get_logger().error(f"configure failed: {err}")
             self._release_model()
@@ -286,7 +285,6 @@ class RefinerNode(LifecycleNode):
             if self.windows is not None:
                 self.windows.clear()
             self._empty_frames.clear()
-
         if self.sync is not None:
             self.sync.clear()       # stale halves must not pair with input after reactivation
         self._release_model()

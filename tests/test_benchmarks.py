@@ -86,6 +86,22 @@ def test_refine_latency_quick(tmp_path):
     assert "Refinement latency" in completed.stdout   # the table is printed too
 
 
+def test_refine_latency_of_the_causal_models_stream_step(tmp_path):
+    """--causal: each cell is one CausalStreams.refine call of the shipped causal model."""
+    completed = run_script("refine_latency.py", "--quick", "--causal", "--name", "stream",
+                           "--output-dir", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    payload, markdown = check_written(tmp_path, "stream")
+    assert payload["settings"]["causal"] is True
+    from d3p_model.model_files import DEFAULT_CAUSAL_MODEL
+    cells = payload["cells"]
+    assert {(c["backend"], c["batch"]) for c in cells} == {("torch", 1), ("torch", 2),
+                                                          ("onnx", 1), ("onnx", 2)}
+    assert all(c["weights"] == DEFAULT_CAUSAL_MODEL and c["window"] == 27 for c in cells)
+    assert "Causal model, streamed" in markdown
+    assert run_script("refine_latency.py", "--causal", "--windows", 81).returncode == 2
+
+
 def test_refine_latency_with_a_busy_cpu(tmp_path):
     """--busy-cpus: the spinners run during the cells and are gone afterwards."""
     import subprocess
@@ -212,6 +228,10 @@ def test_hardware_limit_quick(tmp_path):
                           "steps": 2, "batch": 10, "median_ms": 200.0,
                           "ms_per_window_per_person": 20.0}]}
     (tmp_path / "refine_latency.json").write_text(json.dumps(latency))
+    stream = {"cells": [{"device": "cpu", "backend": "onnx", "threads": 1, "window": 27,
+                         "steps": 2, "batch": 1, "median_ms": 1.5,
+                         "ms_per_window_per_person": 1.5}]}
+    (tmp_path / "refine_latency_stream.json").write_text(json.dumps(stream))
     completed = run_script("hardware_limit.py", "--quick", "--profile-window", 27,
                            "--output-dir", tmp_path)
     assert completed.returncode == 0, completed.stderr
@@ -223,6 +243,12 @@ def test_hardware_limit_quick(tmp_path):
     assert {(27, 1), (27, 2)} <= set(flops)
     assert flops[(27, 2)] == pytest.approx(2 * flops[(27, 1)])
     assert flops[(27, 2)] == pytest.approx(111.5e6, rel=0.05)   # `d3p flops` at T = 27, K = 2
+    # the causal model's stream step: about 1/T of a window's FLOPs, against its 1.5 ms
+    (row,) = payload["stream"]["rows"]
+    assert row["flops_per_frame"] == pytest.approx(flops[(27, 2)] / 27, rel=0.25)
+    assert row["fraction_of_peak"] == pytest.approx(
+        row["flops_per_frame"] / (payload["peak"]["1"]["peak_gflops"] * 1e9) / 1.5e-3)
+    assert "stream step" in markdown
     missing = common.missing_model(81)
     if missing:
         assert f"skipping {missing}" in completed.stderr
@@ -250,7 +276,7 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     lag T - 1 equals offline on every frame it publishes; causal publishes every frame."""
     out = tmp_path / "results"
     completed = run_script("streaming_accuracy.py", "--quick", "--sequence-stride", 1,
-                           "--modes", "causal", "lagged:26", "lagged:13:3", "stale:1",
+                           "--modes", "causal", "lagged:26", "lagged:13:3", "stale:1", "stream",
                            "--backend", "torch", "--threads", 1,
                            "--predictions", small_predictions, "--output-dir", out)
     assert completed.returncode == 0, completed.stderr
@@ -259,6 +285,12 @@ def test_streaming_accuracy_quick(tmp_path, small_predictions):
     from d3p_model.refiner import D3PRefiner, default_model_dir
     model_stride = D3PRefiner.load(default_model_dir()).stride     # lagged:26's stride
     causal, parity = rows["causal"], rows[f"lagged L=26 s={model_stride}"]
+    # the causal model through the node's streams: every frame, 1/T of a window each, and
+    # what the causal model gives offline (its stream equals it: test_causal_refiner.py)
+    streamed = rows["causal, causal model (streamed)"]
+    assert streamed["published_share"] == 1.0
+    assert streamed["windows_per_frame"] == pytest.approx(1 / 27, abs=1e-4)
+    assert np.isfinite(streamed["stream_mpjpe_mm"]) and streamed["latency_frames"] == [0, 0]
     strided = rows["lagged L=13 s=3"]
     assert causal["published_share"] == 1.0 and causal["windows_per_frame"] == 1.0
     assert causal["latency_frames"] == [0, 0]
