@@ -31,9 +31,10 @@ from the lifter's prediction files (`d3p predict`), in four phases: from scratch
 (`init_from`); then the `_reproj` models, which continue a `_keep` model with the
 2D-consistency input (`reprojection_inputs`; `h36m_gt2d_t27_keep12`: the same 6 epochs
 without it, a control; `h36m_gt2d_t27_reproj12`: `_reproj` 6 epochs longer, the published
-ground-truth 2D model); then the 4-epoch ablations of
-`h36m_sh2d_t27_blind`. The default model of the
-node and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
+ground-truth 2D model; `h36m_sh2d_t27_causal`: `h36m_sh2d_t27_reproj` made causal, the
+node's causal-mode default, `d3p_model.model_files.DEFAULT_CAUSAL_MODEL`); then the 4-epoch
+ablations of `h36m_sh2d_t27_blind`. The default model of the node's lagged mode and of
+`d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}
 
 Validation MPJPE is measured on the 10% of training takes that each run holds out (never

@@ -13,7 +13,8 @@
 #            h36m_sh2d_t27_reproj (the shipped default), h36m_gt2d_t27_reproj, and the
 #            control without that input (same 6 epochs): h36m_gt2d_t27_keep12; then
 #            h36m_gt2d_t27_reproj12, h36m_gt2d_t27_reproj trained 6 more epochs (the published
-#            ground-truth 2D model);
+#            ground-truth 2D model), and h36m_sh2d_t27_causal, h36m_sh2d_t27_reproj made causal
+#            (the node's causal-mode default; then scripts/results_causal.sh);
 #   phase 4, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
 #            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
@@ -35,6 +36,6 @@ if [ $# -gt 0 ]; then run_phase "$@"; exit; fi
 run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind h36m_sh2d_t81_keep
 run_phase h36m_sh2d_t27_keep h36m_gt2d_t27_keep
 run_phase h36m_sh2d_t27_reproj h36m_gt2d_t27_reproj h36m_gt2d_t27_keep12
-run_phase h36m_gt2d_t27_reproj12
+run_phase h36m_gt2d_t27_reproj12 h36m_sh2d_t27_causal
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8
