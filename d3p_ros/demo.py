@@ -46,13 +46,14 @@ def find_predictions(arg: str | None, setting: str) -> str | None:
     raise SystemExit(f"demo: D3P_DATA={data} does not exist")
 
 
-def choose_model(model_arg: str, predictions: str | None) -> str:
-    """--model, else the shipped model. The generated sample is lifted by the shipped base
-    lifter, so the shipped refiner (trained on that lifter's errors) applies to it too."""
+def choose_model(model_arg: str, predictions: str | None, mode: str = "causal") -> str:
+    """--model, else the node's shipped default for the mode (causal: the causal model).
+    The generated sample is lifted by the shipped base lifter, so the shipped refiners
+    (trained on that lifter's errors) apply to it too."""
     if model_arg:
         return model_arg
     from d3p_model.model_files import default_model_dir
-    return str(default_model_dir())
+    return str(default_model_dir(causal=mode == "causal"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +86,7 @@ def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     predictions = find_predictions(args.predictions, args.setting)
-    model = choose_model(args.model, predictions)
+    model = choose_model(args.model, predictions, args.mode)
     workdir = Path(tempfile.mkdtemp(prefix="d3p_demo_"))
     env = ros_environment(log_dir=str(workdir / "ros_log"))
     summary_path = Path(args.json) if args.json else workdir / "summary.json"
