@@ -300,6 +300,14 @@ def test_the_onnx_runtime_path_runs_without_torch(tmp_path):
         "window = np.zeros((1, backend.window, 17, 2), np.float32)\n"
         "assert np.all(np.isfinite(backend.refine(window, np.zeros((1, backend.window, 17, 3), "
         "np.float32))))\n"
+        # the causal mode's default: the node's streams over the stream graph
+        "from d3p_model.causal_stream import CausalStreams\n"
+        "causal = create_backend('onnx', default_model_dir(causal=True), num_threads=1)\n"
+        "streams = CausalStreams(causal.stream_step, causal.history_shape, causal.window)\n"
+        "for seq in range(3):\n"
+        "    (out,) = streams.refine([(1, [(seq, np.zeros((17, 2), np.float32), "
+        "np.zeros((17, 3), np.float32))])])\n"
+        "    assert out.shape == (17, 3) and np.all(np.isfinite(out))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                timeout=300)
