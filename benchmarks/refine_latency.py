@@ -101,7 +101,7 @@ def stream_call(refiner, keypoints, poses):
 
     def call():
         i = seq[0]
-        streams.refine([(person, [(i, keypoints[person, i % frames], poses[person, i % frames])])
+        streams.refine([(person, [(i, keypoints[person, i % frames], poses[person, i % frames], 0)])
                         for person in range(len(keypoints))])
         seq[0] += 1
     return call

@@ -129,7 +129,7 @@ def stream_causal_model(refiner, keypoints, pose) -> tuple[dict, int]:
     streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
     published = {}
     for i in range(len(pose)):
-        (out,) = streams.refine([(1, [(i, keypoints[i], pose[i])])])
+        (out,) = streams.refine([(1, [(i, keypoints[i], pose[i], 0)])])
         published[i] = limit_corrections(pose[i], out, refiner.correction_threshold)
     return published, len(pose)
 

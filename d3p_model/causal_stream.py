@@ -4,8 +4,8 @@ A causal model (denoiser/streaming.py) refines a person's new frame from the key
 its earlier frames left in each attention layer. `CausalStreams` holds that history per
 track and feeds each track the frames it has not seen, so the output of every frame is the
 causal model's output over the track so far, whatever the caller skipped:
-- a track seen for the first time, or restarted (its frames start again at seq 0), starts
-  from an empty history;
+- a track seen for the first time, or restarted (a new `segment`: the caller's count of
+  the track's restarts; its frames count again from seq 0), starts from an empty history;
 - frames the caller did not hand in (a worker that fell behind) are fed first, from the
   track's recent frames, before its newest one; when more are missing than those recent
   frames hold, the history restarts at the oldest of them (counted in `restarts_gap`).
@@ -39,6 +39,7 @@ def advance_history(history: np.ndarray, offsets: np.ndarray, new: np.ndarray) -
 @dataclass
 class _State:
     last_seq: int
+    segment: object              # the caller's restart count of the track: seq numbers restart
     history: np.ndarray          # history_shape, float32
     offsets: np.ndarray          # (window - 1,) int64, 0: empty slot
 
@@ -56,7 +57,7 @@ class CausalStreams:
 
     def refine(self, tracks) -> list:
         """tracks: [(track_id, frames)], frames the track's recent (seq, keypoints (17, 2),
-        pose (17, 3)) oldest first, consecutive seq, the newest last. Returns per track the
+        pose (17, 3), segment) oldest first, consecutive seq, one segment, the newest last. Returns per track the
         refined (17, 3) newest frame (not finite: then its history is dropped too), or the
         exception its stream raised (its history is dropped: it restarts at its next
         frame)."""
@@ -64,13 +65,14 @@ class CausalStreams:
         for track_id, frames in tracks:
             state = self._states.get(track_id)
             first, newest = frames[0][0], frames[-1][0]
-            if state is not None and not (state.last_seq < newest):
-                state = None                                  # restarted: seq went back
+            segment = frames[-1][3]
+            if state is not None and (state.segment != segment or state.last_seq >= newest):
+                state = None                                  # restarted: seq counts anew
             elif state is not None and first > state.last_seq + 1:
-                self.restarts_gap += 1
+                self.restarts_gap += 1                        # missed more than it was handed
                 state = None
             if state is None:
-                state = _State(first - 1, np.zeros(self.history_shape, np.float32),
+                state = _State(first - 1, segment, np.zeros(self.history_shape, np.float32),
                                np.zeros(self.window - 1, np.int64))
             self._states[track_id] = state
             feeds.append([f for f in frames if f[0] > state.last_seq])
@@ -95,7 +97,7 @@ class CausalStreams:
             results[index] = err
             self._states.pop(track_id, None)
             return
-        for row, (index, track_id, (seq, _, _)) in enumerate(items):
+        for row, (index, track_id, (seq, _, _, _)) in enumerate(items):
             results[index] = refined[row]
             if not (np.all(np.isfinite(refined[row])) and np.all(np.isfinite(new[row]))):
                 self._states.pop(track_id)   # a NaN in the history would stay in it
@@ -108,8 +110,8 @@ class CausalStreams:
         states = [self._states[track_id] for _, track_id, _ in items]
         # one person (the common case): its own arrays as a batch of one, no copy
         stack = (lambda arrays: arrays[0][None]) if len(items) == 1 else np.stack
-        return self._step(stack([kp for _, _, (_, kp, _) in items]),
-                          stack([pose for _, _, (_, _, pose) in items]),
+        return self._step(stack([kp for _, _, (_, kp, _, _) in items]),
+                          stack([pose for _, _, (_, _, pose, _) in items]),
                           stack([s.history for s in states]),
                           stack([s.offsets for s in states]))
 

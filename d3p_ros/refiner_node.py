@@ -602,7 +602,8 @@ class RefinerNode(LifecycleNode):
         self._streams.keep_only(self._alive_tracks)
         gaps = self._streams.restarts_gap
         refined = self._streams.refine(
-            [(w.track_id, [(f.seq, f.keypoints_2d, f.pose_3d) for f in w.frames]) for w in ready])
+            [(w.track_id, [(f.seq, f.keypoints_2d, f.pose_3d, f.segment) for f in w.frames])
+             for w in ready])
         if self._streams.restarts_gap > gaps:
             self.stats.count("stream_restarts_gap", self._streams.restarts_gap - gaps)
             self._warn("stream_restarts_gap", "inference fell behind by more than the window: "

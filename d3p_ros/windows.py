@@ -72,6 +72,7 @@ class WindowFrame:
     pose_3d: np.ndarray         # (17, 3) root-relative metres
     payload: object = None      # whatever the caller needs to publish this frame (root, header...)
     seq: int = 0                # index of this frame in its track since the track (re)started
+    segment: int = 0            # how many times its track had restarted (seq counts anew)
     # the blend of the refined windows that covered this frame so far (worker side only)
     refined_sum: np.ndarray | None = None
     refined_weight: float = 0.0
@@ -84,6 +85,7 @@ class Track:
     filled_joints: int = 0      # 2D joints filled from history since the track started
     phase: int = 0              # lagged: windows end at frames L + phase + k * stride
     next_seq: int = 0           # frames accepted since the track (re)started
+    segment: int = 0            # restarts so far
     published: int = 0          # frames before this seq are handed out or counted as skipped
     due: int = 0                # windows due since the last take_ready()
     last_due: int = -1          # seq of the newest frame a window is due at
@@ -176,7 +178,8 @@ class WindowManager:
         seq = track.next_seq
         track.next_seq += 1
         track.frames.append(WindowFrame(int(stamp_ns), keypoints,
-                                        np.asarray(pose_3d, dtype=np.float32), payload, seq))
+                                        np.asarray(pose_3d, dtype=np.float32), payload, seq,
+                                        track.segment))
         if self._is_due(seq, track.phase):
             track.due += 1
             track.last_due = seq
@@ -201,6 +204,7 @@ class WindowManager:
     def _restart(self, track: Track) -> None:
         self._orphaned += track.next_seq - track.published
         track.frames.clear()
+        track.segment += 1
         track.next_seq = track.published = track.due = 0
         track.last_due = -1
 

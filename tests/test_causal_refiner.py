@@ -47,7 +47,7 @@ def test_offline_refinement_is_the_stream_of_the_whole_sequence(causal_model):
     streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
     streamed = []
     for seq in range(len(pose)):
-        frames = [(s, keypoints[s], pose[s]) for s in range(max(0, seq - 5), seq + 1)]
+        frames = [(s, keypoints[s], pose[s], 0) for s in range(max(0, seq - 5), seq + 1)]
         (out,) = streams.refine([(7, frames)])
         streamed.append(limit_corrections(pose[seq], out, refiner.correction_threshold))
     np.testing.assert_allclose(np.stack(streamed), offline, atol=1e-5)
@@ -81,7 +81,8 @@ def test_streams_catch_up_skipped_frames_restart_and_stay_apart(causal_model):
         return refiner.stream_step(*arrays)
 
     streams = CausalStreams(counting_step, refiner.history_shape(), refiner.window)
-    recent = lambda kp, pose, seq, base=0: [(s - base, kp[s], pose[s])  # noqa: E731
+    # frames seq counted from `base`, the track's segment (restart count) 1 when restarted
+    recent = lambda kp, pose, seq, base=0: [(s - base, kp[s], pose[s], int(base > 0))  # noqa: E731
                                             for s in range(max(base, seq - 5), seq + 1)]
     for seq in range(12):
         if seq in (7, 8, 9):     # the caller fell behind for A: B alone
@@ -125,9 +126,9 @@ def test_a_failing_or_non_finite_stream_costs_only_its_track(causal_model):
     bad_pose = pose.copy()
     bad_pose[3, 0, 0] = 1000.0
     for seq in range(5):
-        out = streams.refine([(1, [(seq, kp[seq], pose[seq])]),
-                              (2, [(seq, bad_kp[seq], pose[seq])]),
-                              (3, [(seq, kp[seq], bad_pose[seq])])])
+        out = streams.refine([(1, [(seq, kp[seq], pose[seq], 0)]),
+                              (2, [(seq, bad_kp[seq], pose[seq], 0)]),
+                              (3, [(seq, kp[seq], bad_pose[seq], 0)])])
         np.testing.assert_allclose(out[0], refiner.refine_sequence(
             kp[:seq + 1], pose[:seq + 1], correction_threshold=0)[-1], atol=1e-5)
         if seq == 3:
@@ -161,3 +162,54 @@ def test_a_stream_graph_from_older_code_is_stale_even_from_the_same_weights(caus
     np.testing.assert_allclose(runtime.refine_sequence(keypoints, pose),
                                D3PRefiner.load(model_dir).refine_sequence(keypoints, pose),
                                atol=TOLERANCE_M)
+
+
+@pytest.fixture(scope="module")
+def tiny_causal():
+    torch.manual_seed(4)
+    net = PoseDenoiser(DenoiserConfig(window=4, depth=1, width=8, heads=1, causal=True))
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    return D3PRefiner(net, ConditionalNoiseModel.fit_sequences(_sequences(2, 20, 3)))
+
+
+def test_streams_equal_offline_whatever_the_caller_skips_or_restarts(tiny_causal):
+    """Property (hypothesis): for any schedule of calls, each call handing a track its
+    recent frames (at most the window) ending at a newer frame, the output is the causal
+    model's offline output over the track since its (re)start, or since the oldest frame
+    handed in when more were missed than that (a counted restart)."""
+    from hypothesis import given, settings, strategies as st
+
+    refiner = tiny_causal
+    window = refiner.window
+    keypoints, pose, _ = _sequences(1, 40, seed=12)[0]
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=12))
+    def check(schedule):
+        streams = CausalStreams(refiner.stream_step, refiner.history_shape(), window)
+        start, seq, history_from, restarts, segment = 0, -1, 0, 0, 0
+        for advance, restart in schedule:
+            if restart and seq >= 0:          # the track restarts at the next frame
+                start, history_from = start + seq + 1, start + seq + 1
+                seq, segment = -1, segment + 1
+            newest = seq + advance
+            if start + newest >= len(pose):
+                break
+            first = max(0, newest - window + 1)
+            if seq < 0:                       # a new track: its history starts at frames[0]
+                history_from = start + first
+            elif first > seq + 1:             # more missed than the frames handed in
+                history_from, restarts = start + first, restarts + 1
+            frames = [(s, keypoints[start + s], pose[start + s], segment)
+                      for s in range(first, newest + 1)]
+            (out,) = streams.refine([(5, frames)])
+            expected = refiner.refine_sequence(keypoints[history_from:start + newest + 1],
+                                               pose[history_from:start + newest + 1],
+                                               correction_threshold=0)[-1]
+            np.testing.assert_allclose(out, expected, atol=1e-5)
+            seq = newest
+        assert streams.restarts_gap == restarts
+
+    check()

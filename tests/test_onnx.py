@@ -306,7 +306,7 @@ def test_the_onnx_runtime_path_runs_without_torch(tmp_path):
         "streams = CausalStreams(causal.stream_step, causal.history_shape, causal.window)\n"
         "for seq in range(3):\n"
         "    (out,) = streams.refine([(1, [(seq, np.zeros((17, 2), np.float32), "
-        "np.zeros((17, 3), np.float32))])])\n"
+        "np.zeros((17, 3), np.float32), 0)])])\n"
         "    assert out.shape == (17, 3) and np.all(np.isfinite(out))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

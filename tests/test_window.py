@@ -77,6 +77,10 @@ def test_gap_resets_window():
     push(wm, 1, 20)
     assert push(wm, 1, 600) is Push.RESET_GAP
     assert [f.payload for f in wm.tracks[1].frames] == [600]
+    # the restart begins a new segment, whose seq numbers count anew: a causal stream
+    # (d3p_model/causal_stream.py) tells a restart from a continuation by it
+    frame = wm.tracks[1].frames[0]
+    assert (frame.seq, frame.segment) == (0, 1)
 
 
 def test_tracks_are_kept_apart_and_timeout_prunes():
