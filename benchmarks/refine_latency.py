@@ -95,13 +95,14 @@ def stream_call(refiner, keypoints, poses):
     """A call as the node's causal mode makes it with a causal model: each person's next
     frame through CausalStreams (histories filled by the calls before)."""
     from d3p_model.causal_stream import CausalStreams
-    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape())
     frames = keypoints.shape[1]
     seq = [0]
 
     def call():
         i = seq[0]
-        streams.refine([(person, [(i, keypoints[person, i % frames], poses[person, i % frames], 0)])
+        streams.refine([(person, [(i, keypoints[person, i % frames],
+                                   poses[person, i % frames], 0)])
                         for person in range(len(keypoints))])
         seq[0] += 1
     return call

@@ -126,7 +126,7 @@ def stream_causal_model(refiner, keypoints, pose) -> tuple[dict, int]:
     correction soft-thresholded as the node does; returns {frame: refined pose}, calls."""
     from d3p_model.causal_stream import CausalStreams
     from d3p_model.trust import limit_corrections
-    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape())
     published = {}
     for i in range(len(pose)):
         (out,) = streams.refine([(1, [(i, keypoints[i], pose[i], 0)])])
@@ -159,14 +159,14 @@ def main(argv=None) -> int:
     model_dir = Path(args.model) if args.model else default_model_dir()
     validation_keys = None
     if args.validation:
-        from d3p_model.model_files import read_model_spec as spec_of
-        from d3p_model.train.config import resolve_data_path
-        info = spec_of(model_dir)["info"]
-        args.predictions = str(resolve_data_path(info["config"]["data"]["train"]))
-        validation_keys = set(info["training"]["validation_keys"])
-        if any(k.split("/")[0] in ("S9", "S11") for k in validation_keys):
-            print("streaming_accuracy: validation keys contain test subjects", file=sys.stderr)
+        from d3p_model.model_files import read_model_spec
+        from d3p_model.train.config import validation_split
+        try:
+            path, keys = validation_split(read_model_spec(model_dir)["info"])
+        except ValueError as err:
+            print(f"streaming_accuracy: {err}", file=sys.stderr)
             return 2
+        args.predictions, validation_keys = str(path), set(keys)
     try:
         predictions = load_predictions(args.predictions)
     except PredictionsFormatError as err:

@@ -23,6 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .skeleton import NUM_JOINTS
+
+
+def history_shape(denoiser: dict, steps: int) -> tuple[int, ...]:
+    """Per person, for a causal model's settings (model.json `denoiser`): (layers M = steps x
+    depth x 2, key/value 2, 17 joints, heads, window - 1 frames, head channels)."""
+    heads = int(denoiser["heads"])
+    return (int(steps) * int(denoiser["depth"]) * 2, 2, NUM_JOINTS, heads,
+            int(denoiser["window"]) - 1, int(denoiser["width"]) // 2 // heads)
+
 
 def advance_history(history: np.ndarray, offsets: np.ndarray, new: np.ndarray) -> None:
     """In place, after a step: every cached frame is one frame older, the one that leaves
@@ -45,10 +55,10 @@ class _State:
 
 
 class CausalStreams:
-    def __init__(self, step, history_shape: tuple, window: int):
+    def __init__(self, step, history_shape: tuple):
         self._step = step
         self.history_shape = tuple(history_shape)
-        self.window = int(window)
+        self.window = self.history_shape[-2] + 1    # the band: the slots and the new frame
         self._states: dict = {}
         self.restarts_gap = 0       # tracks whose missed frames outran their recent frames
 
@@ -57,10 +67,10 @@ class CausalStreams:
 
     def refine(self, tracks) -> list:
         """tracks: [(track_id, frames)], frames the track's recent (seq, keypoints (17, 2),
-        pose (17, 3), segment) oldest first, consecutive seq, one segment, the newest last. Returns per track the
-        refined (17, 3) newest frame (not finite: then its history is dropped too), or the
-        exception its stream raised (its history is dropped: it restarts at its next
-        frame)."""
+        pose (17, 3), segment) oldest first: consecutive seq, one segment, the newest last.
+        Returns per track the refined (17, 3) newest frame (not finite: then its history is
+        dropped too), or the exception its stream raised (its history is dropped: it
+        restarts at its next frame)."""
         feeds = []
         for track_id, frames in tracks:
             state = self._states.get(track_id)

@@ -185,8 +185,9 @@ class D3PRefiner:
         return CausalStreamStep(self.denoiser, self.error_scale, self.alpha_bar, steps)
 
     def history_shape(self, steps: int | None = None) -> tuple:
-        from .denoiser.streaming import history_shape
-        return history_shape(self.denoiser.config, self.steps if steps is None else int(steps))
+        from .causal_stream import history_shape
+        return history_shape(self.denoiser.config.to_dict(),
+                             self.steps if steps is None else int(steps))
 
     @torch.no_grad()
     def stream_step(self, keypoints_2d, pose_3d, history, history_offset, steps=None):

@@ -354,8 +354,7 @@ class RefinerNode(LifecycleNode):
             self.get_logger().warning(f"model {model_dir} has no calibrated joint uncertainty: "
                                       "the output's uncertainty arrays stay empty")
         if self.backend.causal and p["mode"] == "causal":
-            self._streams = CausalStreams(self.backend.stream_step, self.backend.history_shape,
-                                          self.backend.window)
+            self._streams = CausalStreams(self.backend.stream_step, self.backend.history_shape)
 
     def _release_model(self) -> None:
         self._streams = None

@@ -15,14 +15,15 @@ track was seen in the current frame (then the new person is refused).
 Modes (`lag`, `stride`):
 - causal, `lag = 0` (stride 1): every new frame is refined as soon as it arrives, in the window
   that ends at it (padded at its start by repeating the first frame); its last frame is
-  published.
+  published. A causal model's stream (d3p_model/causal_stream.py) takes the window's frames
+  and refines only its newest (`complete_frame`); each frame's `segment` tells it a restart.
 - lagged, `lag = L > 0`, `stride = s`: a window is refined every s frames of a track, and
   each frame is published once, as the blend of all the windows that covered it by then
-  (weighted towards each window's centre, as `d3p refine` does offline: `blend_weights`). A window ending at frame e
-  publishes frames e - L - s + 1 .. e - L (a track's first window: from its first frame; when
-  that window would start after the first frame, one more window ending at frame T - 1
-  covers it), so every frame waits L to L + s - 1 frames; with
-  L = T - 1 and the model's stride the output equals offline refinement away from the
+  (weighted towards each window's centre, as `d3p refine` does offline: `blend_weights`).
+  A window ending at frame e publishes frames e - L - s + 1 .. e - L (a track's first
+  window: from its first frame; when that window would start after the first frame, one
+  more window ending at frame T - 1 covers it), so every frame waits L to L + s - 1 frames;
+  with L = T - 1 and the model's stride the output equals offline refinement away from the
   sequence ends. The windows of different people are staggered over the s phases, so each
   frame refines about (people / s) windows instead of all people every s-th frame.
 
@@ -265,8 +266,8 @@ class WindowManager:
     def complete(window: ReadyWindow, refined: np.ndarray,
                  correction_threshold: float = 0.0) -> tuple[list, int]:
         """Blend a refined (T, 17, 3) window into its frames; returns [(frame, pose)] for the
-        frames it publishes (the `blend_weights` mean of every window that covered each, each joint's
-        correction then soft-thresholded by `correction_threshold` metres, as `d3p refine`
+        frames it publishes (the `blend_weights` mean of every window that covered each, each
+        joint's correction then soft-thresholded by `correction_threshold` metres, as `d3p refine`
         does: d3p_model/trust.py), and how many of them no refined window covered (skipped:
         their window was superseded)."""
         refined = np.asarray(refined, dtype=np.float64)

@@ -53,7 +53,7 @@ from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  
 from d3p_model.evaluate.metrics import acceleration_error_per_frame  # noqa: E402
 from d3p_model.refiner import D3PRefiner  # noqa: E402
 from d3p_model.skeleton import ROOT  # noqa: E402
-from d3p_model.train.config import resolve_data_path  # noqa: E402
+from d3p_model.train.config import validation_split  # noqa: E402
 from d3p_model.trust import SPEC_KEY as THRESHOLD_KEY, limit_corrections  # noqa: E402
 
 MODELS = REPO_ROOT / "d3p_model" / "models" / "refiner"
@@ -64,12 +64,12 @@ REUSED = " (rows reused from: "     # how a command names the earlier runs it to
 def validation_sequences(refiner: D3PRefiner, every: int):
     """(key, keypoints normalised, root-relative pose, root-relative truth) of the model's
     own validation split."""
-    config = refiner.info["config"]
-    keys = sorted(refiner.info["training"]["validation_keys"])[::every]
-    if any(k.split("/")[0] in ("S9", "S11") for k in keys):
-        raise SystemExit("validation keys contain test subjects: refusing")
-    predictions = load_predictions(resolve_data_path(config["data"]["train"]))
-    for key in keys:
+    try:
+        path, keys = validation_split(refiner.info)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    predictions = load_predictions(path)
+    for key in keys[::every]:
         seq = predictions.sequences[key]
         yield (key, seq.keypoints_normalised(), seq.pose_3d - seq.pose_3d[:, ROOT:ROOT + 1],
                seq.ground_truth_3d - seq.ground_truth_3d[:, ROOT:ROOT + 1])

@@ -44,7 +44,7 @@ def test_offline_refinement_is_the_stream_of_the_whole_sequence(causal_model):
     refiner = D3PRefiner.load(causal_model)
     keypoints, pose, _ = _sequences(1, 33)[0]
     offline = refiner.refine_sequence(keypoints, pose)
-    streams = CausalStreams(refiner.stream_step, refiner.history_shape(), refiner.window)
+    streams = CausalStreams(refiner.stream_step, refiner.history_shape())
     streamed = []
     for seq in range(len(pose)):
         frames = [(s, keypoints[s], pose[s], 0) for s in range(max(0, seq - 5), seq + 1)]
@@ -80,7 +80,7 @@ def test_streams_catch_up_skipped_frames_restart_and_stay_apart(causal_model):
         calls.append(len(arrays[0]))
         return refiner.stream_step(*arrays)
 
-    streams = CausalStreams(counting_step, refiner.history_shape(), refiner.window)
+    streams = CausalStreams(counting_step, refiner.history_shape())
     # frames seq counted from `base`, the track's segment (restart count) 1 when restarted
     recent = lambda kp, pose, seq, base=0: [(s - base, kp[s], pose[s], int(base > 0))  # noqa: E731
                                             for s in range(max(base, seq - 5), seq + 1)]
@@ -120,7 +120,7 @@ def test_a_failing_or_non_finite_stream_costs_only_its_track(causal_model):
         refined[poses[:, 0, 0] > 100] = np.nan
         return refined, new
 
-    streams = CausalStreams(step, refiner.history_shape(), refiner.window)
+    streams = CausalStreams(step, refiner.history_shape())
     bad_kp = kp.copy()
     bad_kp[3, 0, 0] = 1000.0
     bad_pose = pose.copy()
@@ -188,7 +188,7 @@ def test_streams_equal_offline_whatever_the_caller_skips_or_restarts(tiny_causal
     @settings(max_examples=25, deadline=None)
     @given(st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=12))
     def check(schedule):
-        streams = CausalStreams(refiner.stream_step, refiner.history_shape(), window)
+        streams = CausalStreams(refiner.stream_step, refiner.history_shape())
         start, seq, history_from, restarts, segment = 0, -1, 0, 0, 0
         for advance, restart in schedule:
             if restart and seq >= 0:          # the track restarts at the next frame

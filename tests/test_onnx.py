@@ -303,7 +303,7 @@ def test_the_onnx_runtime_path_runs_without_torch(tmp_path):
         # the causal mode's default: the node's streams over the stream graph
         "from d3p_model.causal_stream import CausalStreams\n"
         "causal = create_backend('onnx', default_model_dir(causal=True), num_threads=1)\n"
-        "streams = CausalStreams(causal.stream_step, causal.history_shape, causal.window)\n"
+        "streams = CausalStreams(causal.stream_step, causal.history_shape)\n"
         "for seq in range(3):\n"
         "    (out,) = streams.refine([(1, [(seq, np.zeros((17, 2), np.float32), "
         "np.zeros((17, 3), np.float32), 0)])])\n"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from d3p_model.causal_stream import advance_history
+from d3p_model.causal_stream import advance_history, history_shape
 from d3p_model.denoiser.model import DenoiserConfig, PoseDenoiser
-from d3p_model.denoiser.streaming import CausalStreamStep, history_shape
+from d3p_model.denoiser.streaming import CausalStreamStep
 from d3p_model.diffusion.process import ddim_refine
 from d3p_model.diffusion.schedule import cosine_alpha_bar
 from d3p_model.skeleton import ROOT
@@ -40,7 +40,7 @@ class _Ring:
     """The people's histories as the stream step takes them (numpy ring buffers)."""
 
     def __init__(self, net, people, steps):
-        self.history = np.zeros((people, *history_shape(net.config, steps)), np.float32)
+        self.history = np.zeros((people, *history_shape(net.config.to_dict(), steps)), np.float32)
         self.offsets = np.zeros((people, net.config.window - 1), np.int64)
 
     def step(self, stream, keypoints, pose):

@@ -51,14 +51,15 @@ def count_stream_flops(config, steps: int = 2) -> int:
 
     from ..diffusion.schedule import cosine_alpha_bar
     from .model import PoseDenoiser
-    from .streaming import CausalStreamStep, history_shape
+    from ..causal_stream import history_shape
+    from .streaming import CausalStreamStep
     stream = CausalStreamStep(PoseDenoiser(config).eval(), torch.ones(17, 3),
                               cosine_alpha_bar(config.timesteps), steps)
     offsets = torch.arange(1, config.window).flip(0)[None]
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         stream(torch.zeros(1, 17, 2), torch.zeros(1, 17, 3),
-               torch.zeros(1, *history_shape(config, steps)), offsets)
+               torch.zeros(1, *history_shape(config.to_dict(), steps)), offsets)
     return counter.get_total_flops()
 
 

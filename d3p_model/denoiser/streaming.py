@@ -27,13 +27,7 @@ import torch
 from torch import nn
 
 from ..diffusion.process import ddim_timesteps, forward_noisy_pose, predict_clean
-from ..skeleton import NUM_JOINTS, ROOT
-
-
-def history_shape(config, steps: int) -> tuple[int, ...]:
-    """Per person: (layers M, key/value 2, 17 joints, heads, W - 1 frames, head channels)."""
-    return (steps * config.depth * 2, 2, NUM_JOINTS, config.heads, config.window - 1,
-            config.width // 2 // config.heads)
+from ..skeleton import ROOT
 
 
 class CausalStreamStep(nn.Module):

@@ -2,10 +2,10 @@
 
 The graph takes `keypoints_2d` (B, T, 17, 2) and `pose_3d` (B, T, 17, 3), float32, batch
 dynamic, and returns `refined` (B, T, 17, 3), root-relative: exactly `D3PRefiner.refine_tensor`
-with K fixed. A causal model's graph is its stream step instead: one new frame per person and
-its cached history in, the refined frame and the next history out (denoiser/streaming.py);
-ONNX Runtime streams whole windows and sequences through it (runtime.py) (the DDIM loop is unrolled, so K is part of the file: one file per K). The
-model's spec (model.json) and a hash of the weights it was exported from are stored as
+with K fixed (the DDIM loop is unrolled, so K is part of the file: one file per K). A causal
+model's graph is its stream step instead: one new frame per person and its cached history
+in, the refined frame and that frame's keys and values out (denoiser/streaming.py); ONNX
+Runtime streams whole windows and sequences through it (runtime.py). The model's spec (model.json) and a hash of the weights it was exported from are stored as
 metadata, so a .onnx file is a complete model on its own and a stale one can be recognised.
 
 Exported with the TorchScript-based exporter (`dynamo=False`): it needs no package beyond
@@ -69,11 +69,10 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
     generator = torch.Generator().manual_seed(0)
     if refiner.causal:
         # one frame per person plus its history: the stream step (denoiser/streaming.py)
-        from ..denoiser.streaming import history_shape
         graph = refiner.stream_module(steps)
         example = (torch.randn(2, NUM_JOINTS, 2, generator=generator),
                    0.2 * torch.randn(2, NUM_JOINTS, 3, generator=generator),
-                   0.1 * torch.randn(2, *history_shape(refiner.denoiser.config, steps),
+                   0.1 * torch.randn(2, *refiner.history_shape(steps),
                                      generator=generator),
                    torch.arange(1, refiner.window).flip(0).repeat(2, 1))
         inputs, outputs = STREAM_INPUTS, STREAM_OUTPUTS
@@ -89,8 +88,6 @@ def export_onnx(refiner, path, steps: int | None = None, opset: int = OPSET,
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        # the stream graph's history shift is a Slice the folder leaves to the runtime
-        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
         torch.onnx.export(graph, example, str(path), dynamo=False,
                           input_names=list(inputs), output_names=list(outputs),
                           dynamic_axes={name: batch for name in inputs + outputs},

@@ -120,11 +120,6 @@ class OnnxRefiner:
             self.steps = int(metadata[META_STEPS])
             self.window = int(self.spec["denoiser"]["window"])
             self.causal = bool(self.spec["denoiser"].get("causal", False))
-            # per person: the stream graph's cached keys/values (denoiser/streaming.py)
-            denoiser = self.spec["denoiser"]
-            heads = int(denoiser["heads"])
-            self._history_shape = (self.steps * int(denoiser["depth"]) * 2, 2, NUM_JOINTS,
-                                   heads, self.window - 1, int(denoiser["width"]) // 2 // heads)
             self.stride = int(self.spec.get("stride", self.window))
             self.correction_threshold = threshold_from_spec(self.spec)
             uncertainty = np.array([np.nan if v is None else float(v)
@@ -192,8 +187,9 @@ class OnnxRefiner:
         return refined
 
     def history_shape(self) -> tuple:
-        """Per person: what stream_step's history holds (denoiser/streaming.py)."""
-        return self._history_shape
+        """Per person: what stream_step's history holds (causal_stream.py)."""
+        from ..causal_stream import history_shape
+        return history_shape(self.spec["denoiser"], self.steps)
 
     def stream_step(self, keypoints_2d, pose_3d, history, history_offset):
         """A causal model's graph: the new frame of each person, (B, 17, 2) + (B, 17, 3), its

@@ -119,26 +119,19 @@ class STCAttention(nn.Module):
         return F.linear(torch.cat([spatial, temporal], dim=-1), proj.reshape(c, -1),
                         self.proj.bias).view(-1, t, j, c)
 
-
     # ------------------------------------------------------------ causal band
-    def _split_heads(self, z: torch.Tensor) -> torch.Tensor:
-        return z.reshape(*z.shape[:-1], self.heads, self.head_dim)
-
-    def _spatial(self, q, k, v):
-        # q, k, v (..., J, half) -> (..., J, half): attention over the joints of each frame
-        q, k, v = (self._split_heads(z).transpose(-2, -3) for z in (q, k, v))  # (..., h, J, d)
-        out = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, dim=-1) @ v
-        return out.transpose(-2, -3).flatten(-2)
-
     def _forward_causal(self, x: torch.Tensor) -> torch.Tensor:
         """Any number of frames; frame i sees frames max(0, i - W + 1) .. i."""
         b, t, j, c = x.shape
         half, w = c // 2, self.causal_window
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        spatial = self._spatial(q[..., :half], k[..., :half], v[..., :half])
+        # spatial: as in forward(), sequences of J joints, one per (batch, frame)
+        spatial = self._attend(*(z[..., :half].reshape(b * t, j, half) for z in (q, k, v)))
+        spatial = spatial.reshape(b, t, j, half)
         # temporal: per (batch, joint) the W keys ending at each frame, zero-padded before
         # the first frame (masked out)
-        qt = self._split_heads(q[..., half:].transpose(1, 2)) * self.head_dim ** -0.5
+        qt = q[..., half:].transpose(1, 2).reshape(b, j, t, self.heads, self.head_dim) \
+            * self.head_dim ** -0.5
         kt, vt = (nn.functional.pad(z[..., half:].transpose(1, 2), (0, 0, w - 1, 0))
                   .unfold(2, w, 1) for z in (k, v))            # (b, j, t, half, W)
         kt, vt = (z.reshape(b, j, t, self.heads, self.head_dim, w) for z in (kt, vt))

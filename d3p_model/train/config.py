@@ -216,3 +216,13 @@ def resolve_data_path(path) -> Path:
     if path.exists():
         return path.resolve()
     return REPO_ROOT / path
+
+
+def validation_split(info: dict) -> tuple[Path, list[str]]:
+    """A trained model's own validation split, from its model.json `info`: the predictions
+    file it trained from and the sequence keys its training held out, sorted. Refuses keys
+    of the test subjects (S9/S11): choices made on this split must never see them."""
+    keys = sorted(info["training"]["validation_keys"])
+    if any(key.split("/")[0] in ("S9", "S11") for key in keys):
+        raise ValueError("validation keys contain test subjects (S9/S11): refusing")
+    return resolve_data_path(info["config"]["data"]["train"]), keys
