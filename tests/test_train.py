@@ -208,6 +208,36 @@ def test_init_from_continues_a_trained_model(tmp_path):
                           progress=False)
 
 
+@pytest.mark.timeout(600)
+def test_a_windowed_model_continues_into_a_longer_window(tmp_path):
+    """init_from a model of a shorter window: every weight is the source's except the frame
+    embedding, which is the source's stretched linearly (the same at both ends and, for
+    5 -> 9 frames, at every second frame); a shorter window is refused."""
+    first = train_from_config(MICRO, tmp_path / "first", progress=False)
+    longer = {**MICRO, "init_from": str(first), "window": 9, "stride": 9,
+              "optim": {"epochs": 1, "batch_size": 8, "lr": 1e-12}}
+    model_dir = train_from_config(longer, tmp_path / "longer", progress=False)
+    a = torch.load(first / "weights.pt", weights_only=True)
+    b = torch.load(model_dir / "weights.pt", weights_only=True)
+    assert set(a) == set(b)
+    assert all(torch.allclose(a[k], b[k], atol=1e-9) for k in a if k != "frame_embedding")
+    assert b["frame_embedding"].shape == (1, 9, 1, a["frame_embedding"].shape[-1])
+    torch.testing.assert_close(b["frame_embedding"][:, ::2], a["frame_embedding"],
+                               atol=1e-9, rtol=0)
+    torch.testing.assert_close(b["frame_embedding"][:, 1],
+                               (a["frame_embedding"][:, 0] + a["frame_embedding"][:, 1]) / 2,
+                               atol=1e-9, rtol=0)
+    refiner = D3PRefiner.load(model_dir)
+    assert refiner.window == 9
+    rng = np.random.default_rng(2)
+    out = refiner.refine_sequence(rng.uniform(-1, 1, (20, 17, 2)).astype(np.float32),
+                                  (0.3 * rng.normal(size=(20, 17, 3))).astype(np.float32))
+    assert out.shape == (20, 17, 3) and np.isfinite(out).all()
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config({**MICRO, "init_from": str(model_dir)}, tmp_path / "shorter",
+                          progress=False)
+
+
 def test_a_windowed_model_continues_into_a_causal_one_trained_on_longer_windows(tmp_path):
     """init_from a windowed model with model.causal: the frame embedding is dropped, the
     offset biases start at zero and are trained; train_frames sets the training windows;

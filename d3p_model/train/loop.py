@@ -161,23 +161,36 @@ def _sparse_offsets(error, config, generator):
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
     """Start from another run's trained denoiser (a continued training). The architectures
     must match, except that this run may add the reprojection inputs (their embedding
-    columns start at zero, so the continued model starts as exactly the source model) and
-    may make a windowed model causal (its frame embedding is dropped; the offset biases
-    start at zero, and the network then has to learn to work from the past alone)."""
+    columns start at zero, so the continued model starts as exactly the source model), may
+    make a windowed model causal (its frame embedding is dropped; the offset biases start at
+    zero, and the network then has to learn to work from the past alone), and may give a
+    windowed model a longer window (its frame embedding is stretched linearly over the new
+    window: the network starts as the source model seeing the motion slowed down, and
+    learns the longer context from there; a window of 81 from scratch did not reach its
+    input's accuracy in the session budget)."""
     source = D3PRefiner.load(resolve_data_path(model_dir))
-    widened = dataclasses.replace(source.denoiser.config,
+    source_config = source.denoiser.config
+    longer = (not model.config.causal and not source_config.causal
+              and model.config.window > source_config.window)
+    widened = dataclasses.replace(source_config,
                                   reprojection_inputs=model.config.reprojection_inputs,
-                                  causal=model.config.causal)
-    if widened != model.config or (source.denoiser.config.reprojection_inputs
+                                  causal=model.config.causal,
+                                  window=model.config.window if longer else source_config.window)
+    if widened != model.config or (source_config.reprojection_inputs
                                    and not model.config.reprojection_inputs) \
-            or (source.denoiser.config.causal and not model.config.causal):
-        raise ConfigError(f"init_from {model_dir}: its denoiser {source.denoiser.config} differs "
+            or (source_config.causal and not model.config.causal):
+        raise ConfigError(f"init_from {model_dir}: its denoiser {source_config} differs "
                           f"from this run's {model.config}")
     state = source.denoiser.state_dict()
-    if model.config.causal and not source.denoiser.config.causal:
+    if model.config.causal and not source_config.causal:
         state.pop("frame_embedding")
         state.update({name: value for name, value in model.state_dict().items()
                       if name.endswith("offset_bias")})
+    if longer:
+        embedding = state["frame_embedding"][:, :, 0, :].transpose(1, 2)   # (1, d, T)
+        stretched = torch.nn.functional.interpolate(embedding, size=model.config.window,
+                                                    mode="linear", align_corners=True)
+        state["frame_embedding"] = stretched.transpose(1, 2).unsqueeze(2).contiguous()
     weight = state["embed.weight"]
     missing = model.embed.weight.shape[1] - weight.shape[1]
     if missing:
