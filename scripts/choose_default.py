@@ -210,9 +210,10 @@ def main(argv=None) -> int:
             command += REUSED + "; ".join(sources) + ")"
     qualified = [r for r in rows if r["qualifies"]]
     chosen = min(qualified, key=lambda r: r["refined_mm"]) if qualified else None
-    # none qualifies: the least harmful (fewest failed cases, then the lowest validation
-    # error) is what stays shipped, and the page says it fails
-    fallback = None if chosen else min(rows, key=lambda r: (len(r["harmed"]), r["refined_mm"]))
+    # none qualifies: the least harmful (fewest failed cases, then the smallest worst harm,
+    # then the lowest validation error) is what stays shipped, and the page says it fails
+    fallback = None if chosen else min(rows, key=lambda r: (len(r["harmed"]), worst_harm(r),
+                                                            r["refined_mm"]))
     document = {"command": command, "rows": rows,
                 "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"],
                                       THRESHOLD_KEY: chosen["best_threshold"]},
@@ -270,7 +271,8 @@ def main(argv=None) -> int:
     lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']}, "
                    f"correction threshold {chosen['best_threshold']:g} mm." if chosen else
                    "No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
-                   f"then the lowest validation error) is **{fallback['name']}** at stride "
+                   "then the smallest worst harm: refined / input error of the case it fails "
+                   f"worst, then the lowest validation error) is **{fallback['name']}** at stride "
                    f"{fallback['best_stride']}, threshold {fallback['best_threshold']:g} mm; it "
                    f"still fails {', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
@@ -279,6 +281,13 @@ def main(argv=None) -> int:
         for r in rows:
             apply_settings(r["name"], r["best_stride"], r["best_threshold"])
     return 0
+
+
+def worst_harm(row: dict) -> float:
+    """The largest refined / input error ratio among the cases a row fails (0: none): how
+    far from the truth the refiner moves the input it harms most."""
+    return max((row["do_no_harm"][c]["refined_mm"] / row["do_no_harm"][c]["input_mm"]
+                for c in row["harmed"]), default=0.0)
 
 
 def harm_cells(row: dict, cases) -> str:

@@ -117,6 +117,31 @@ def test_the_lowest_qualified_validation_error_is_chosen_and_applied(models, tmp
     assert (loaded.stride, loaded.correction_threshold) == (2, pytest.approx(0.004))
 
 
+def test_with_none_qualifying_the_one_that_harms_least_stays(models, tmp_path, monkeypatch):
+    """Both fail the same number of cases: the one that moves its worst case less far from
+    the truth wins over one with a slightly lower validation error; with equal harm, the
+    lower error decides."""
+    monkeypatch.setattr(choose_default, "MODELS", models)
+
+    def failing(name, lifter, mm, offset_refined):
+        row = fake_row(name, lifter, {5: mm}, ["offset_30mm"])
+        row["do_no_harm"] = {**row["do_no_harm"],
+                             "offset_30mm": {"input_mm": 5.0, "refined_mm": offset_refined}}
+        row["by_threshold"][0.0]["do_no_harm"] = row["do_no_harm"]
+        return row
+    fake = {"cand": (30.0, 28.00, 12.0), "cand_depth6": (30.0, 28.05, 10.0)}
+    monkeypatch.setattr(choose_default, "assess", lambda name, *settings:
+                        failing(name, *fake[name]))
+    choose_default.main(["cand", "cand_depth6", "--docs", str(tmp_path)])
+    document = json.loads((tmp_path / "default_choice.json").read_text())
+    assert document["chosen"] is None
+    assert document["least_harmful"]["name"] == "cand_depth6"
+    assert "smallest worst harm" in (tmp_path / "default_choice.md").read_text()
+    fake["cand_depth6"] = (30.0, 28.05, 12.0)
+    choose_default.main(["cand", "cand_depth6", "--docs", str(tmp_path)])
+    assert json.loads((tmp_path / "default_choice.json").read_text()
+                      )["least_harmful"]["name"] == "cand"
+
 def test_the_coarsest_stride_within_the_tolerance_is_taken():
     by_stride = {27: 30.10, 21: 30.04, 13: 30.01, 9: 30.00, 3: 30.02}
     assert choose_default.coarsest_within(by_stride, 0.0) == 9
