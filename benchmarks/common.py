@@ -31,7 +31,7 @@ DEFAULT_OUTPUT_DIR = REPO / "benchmarks" / "results"
 # with random weights.
 # D3P_BENCH_T81_MODEL names another model directory under d3p_model/models/refiner/ (the
 # tests point it at one that does not exist to check the skip path)
-T81_MODEL = os.environ.get("D3P_BENCH_T81_MODEL", "h36m_sh2d_t81_keep")
+T81_MODEL = os.environ.get("D3P_BENCH_T81_MODEL", "h36m_sh2d_t81_reproj")
 RANDOM_WEIGHTS = "random weights (timing only)"
 H36M_FPS = 50.0
 

@@ -2,7 +2,7 @@
 
 For every window T, batch B (people) and thread count it times the denoiser of the refiner:
 at T = 27 the shipped default (d3p_model.refiner.DEFAULT_MODEL), at T = 81 the detected-2D
-refiner h36m_sh2d_t81_keep (common.trained_models; a window whose model is not trained yet is
+refiner h36m_sh2d_t81_reproj (common.trained_models; a window whose model is not trained yet is
 skipped, with the reason printed and in the results), at any other T the shipped default's
 architecture with seeded random weights (speed does not depend on the values).
 Calls alternate the two steps of a K=2 DDIM refinement (t = 50, 25), so besides the median

@@ -17,7 +17,7 @@ measured fp32 matrix-multiply peak.
 4. What bounds it: the top entries of a torch.profiler and an ONNX Runtime profile of one
    T = 81 (--profile-window), K = 2, one-person refinement on 1 thread.
 
-The models are those of common.model_for_window (T = 81: h36m_sh2d_t81_keep; T = 27: the
+The models are those of common.model_for_window (T = 81: h36m_sh2d_t81_reproj; T = 27: the
 shipped default; others: its architecture with random weights); a window whose model is not
 trained yet is skipped (FLOPs row and profile), with the reason printed and in the results.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline throughput: `d3p refine`-style refinement of every sequence of a predictions file.
 
-For each model (T = 81: common.T81_MODEL, h36m_sh2d_t81_keep; T = 27: the shipped default,
+For each model (T = 81: common.T81_MODEL, h36m_sh2d_t81_reproj; T = 27: the shipped default,
 d3p_model.refiner.DEFAULT_MODEL; a model not trained yet is skipped, with the reason printed
 and in the results), K = 2, each stride
 (non-overlapping, stride = T; the model's own inference stride, model.json, 21 for the
@@ -49,7 +49,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                              "set, cache/predictions/sh2d/test.npz, made by `d3p predict`)")
     parser.add_argument("--windows", type=int, nargs="+", default=[81, 27],
                         help="models by window T (27: the shipped default, 81: "
-                             "h36m_sh2d_t81_keep)")
+                             "h36m_sh2d_t81_reproj)")
     parser.add_argument("--steps", type=int, default=2, help="DDIM steps K")
     parser.add_argument("--overlap-divisor", type=int, default=3,
                         help="also run overlapping windows with stride T / this (0: only "

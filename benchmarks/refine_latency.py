@@ -9,8 +9,8 @@ thread settings cannot leak between groups. A cell calls the backend's public
 warm-up calls, repeated until --seconds-per-cell is spent (at least --min-reps times).
 
 T = 27 uses the shipped default (d3p_model.refiner.DEFAULT_MODEL) and T = 81 the detected-2D
-T = 81 refiner (common.T81_MODEL, h36m_sh2d_t81_keep); a window whose model is not trained yet
-is skipped, with the reason printed and in the results. T = 243 has no trained model and uses
+T = 81 refiner (common.T81_MODEL, h36m_sh2d_t81_reproj); a window whose model is not trained yet
+is skipped, with the reason printed and in the results. T = 243 uses
 the shipped default's architecture with random weights (timing only). Inputs are generated
 windows.
 

@@ -16,14 +16,14 @@ CND_FILE = "cnd.pt"
 # retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
 # (reprojection_inputs), chosen on the validation split by scripts/choose_default.py
 # (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
-# every do-no-harm case; this one fails the fewest (docs/refiner.md). Trained by
-# `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj`
-# (three phases: from scratch, then two continuations).
-DEFAULT_MODEL = "h36m_sh2d_t27_reproj"
-# The node's causal mode: DEFAULT_MODEL made causal and fine-tuned (configs/
-# h36m_sh2d_t27_causal.yaml), so that a stream refines each new frame alone (docs/refiner.md,
-# "A causal model for streaming"; its accuracy against DEFAULT_MODEL in causal mode:
-# docs/performance.md).
+# every do-no-harm case; this one fails the fewest and harms least (docs/refiner.md). Trained
+# by `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj
+# h36m_sh2d_t27_reproj12` (four phases: from scratch, then three continuations).
+DEFAULT_MODEL = "h36m_sh2d_t27_reproj12"
+# The node's causal mode: h36m_sh2d_t27_reproj (DEFAULT_MODEL's source) made causal and
+# fine-tuned (configs/h36m_sh2d_t27_causal.yaml), so that a stream refines each new frame
+# alone (docs/refiner.md, "A causal model for streaming"; its accuracy against a windowed
+# model in causal mode: docs/performance.md).
 DEFAULT_CAUSAL_MODEL = "h36m_sh2d_t27_causal"
 
 

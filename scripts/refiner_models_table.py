@@ -25,16 +25,19 @@ Each directory is one training run of `d3p train` (`d3p_model/train/loop.py`): `
 command line, git commit, torch version, times), `loss.png`, and `model/`, the model
 directory `D3PRefiner.load` reads. `checkpoint.pt` is not committed. All of them are
 trained by `scripts/train_refiners.sh` (resumable, two runs at a time, one CPU thread each),
-from the lifter's prediction files (`d3p predict`), in four phases: from scratch the
-`_blind` models (`_blind_real`: the lifter's real errors instead of the CND) and
-`h36m_sh2d_t81_keep`; then the `_keep` models, which continue a `_blind` model
-(`init_from`); then the `_reproj` models, which continue a `_keep` model with the
-2D-consistency input (`reprojection_inputs`; `h36m_gt2d_t27_keep12`: the same 6 epochs
-without it, a control; `h36m_gt2d_t27_reproj12`: `_reproj` 6 epochs longer, the published
-ground-truth 2D model; `h36m_sh2d_t27_causal`: `h36m_sh2d_t27_reproj` made causal, the
-node's causal-mode default, `d3p_model.model_files.DEFAULT_CAUSAL_MODEL`); then the 4-epoch
-ablations of `h36m_sh2d_t27_blind`. The default model of the node's lagged mode and of
-`d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
+from the lifter's prediction files (`d3p predict`), in six phases: from scratch the
+`_blind` models (`_blind_real`: the lifter's real errors instead of the CND); then the
+`_keep` models, which continue a `_blind` model (`init_from`); then the `_reproj` models,
+which continue a `_keep` model with the 2D-consistency input (`reprojection_inputs`;
+`h36m_gt2d_t27_keep12`: the same 6 epochs without it, a control); then `_reproj12`, the
+`_reproj` models 6 epochs longer (the published T = 27 models), `h36m_sh2d_t27_causal`
+(`h36m_sh2d_t27_reproj` made causal, the node's causal-mode default,
+`d3p_model.model_files.DEFAULT_CAUSAL_MODEL`) and `h36m_sh2d_t81_reproj`
+(`h36m_sh2d_t27_reproj` with its window stretched to 81); then `h36m_gt2d_t81_reproj`
+(from `h36m_gt2d_t27_reproj12`) and `h36m_sh2d_t243_reproj` (from `h36m_sh2d_t81_reproj`);
+then the 4-epoch ablations of `h36m_sh2d_t27_blind`. `h36m_gt2d_t27_reproj18` is a trial
+(`_reproj12` with a warm restart), not published. The default model of the node's lagged
+mode and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}
 
 Validation MPJPE is measured on the 10% of training takes that each run holds out (never

@@ -5,7 +5,7 @@
     scripts/results_refiner.sh                             (this, then do-no-harm, the unseen
                                                             estimator and the ablations)
 
-For each 2D setting (gt2d, sh2d) and window T (27, 81): refines the lifter's test predictions
+For each 2D setting (gt2d, sh2d) and window T (27, 81, 243): refines the lifter's test predictions
 (S9/S11) with that setting's published model (`MAIN_RUNS` below: the refiners retrained on
 the current base lifter) through `d3p refine` (skipped when the refined file is newer than
 its inputs and was made with the same stride and steps), evaluates lifter, Savitzky-Golay
@@ -15,7 +15,7 @@ smoother and refiner side by side per action and writes
   docs/results/refiner.md, refiner.json            all settings and windows, targets stated
                                                     met or missed, figures, what was missing
   docs/results/figures/refiner_<setting>_t<T>_*.png  error histograms, skeletons, a trajectory
-A window with no model of a setting (gt2d at T = 81) or a model not trained yet is stated
+A window with no model of a setting (gt2d at T = 243) or a model not trained yet is stated
 on the pages, not an error. The ablations are a separate page
 (scripts/results_ablation.py -> docs/results/ablation_h36m_sh2d_t27_blind.md, linked from
 refiner.md). Every command run is printed and recorded. Every path can be changed by an
@@ -47,19 +47,21 @@ from d3p_model.evaluate.report import (METRICS, evaluate_predictions, markdown_t
 # ------------------------------------------------------------------ what is published
 SETTINGS = ("gt2d", "sh2d")
 SETTING_TITLES = {"gt2d": "ground-truth 2D", "sh2d": "detected 2D (Stacked Hourglass)"}
-WINDOWS = (27, 81)
+WINDOWS = (27, 81, 243)
 MAIN_WINDOW = 27                 # figures use this T (else the largest one evaluated)
 # The published model of each setting and window: the refiners retrained on the current
 # base lifter (issue 13; d3p_model/models/refiner/README.md). None: no model of that setting
 # and window exists, for the reason given in NO_MODEL.
 MAIN_RUNS = {
     ("gt2d", 27): "h36m_gt2d_t27_reproj12",
-    ("sh2d", 27): "h36m_sh2d_t27_reproj",
-    ("gt2d", 81): None,
-    ("sh2d", 81): "h36m_sh2d_t81_keep",
+    ("sh2d", 27): "h36m_sh2d_t27_reproj12",
+    ("gt2d", 81): "h36m_gt2d_t81_reproj",
+    ("sh2d", 81): "h36m_sh2d_t81_reproj",
+    ("gt2d", 243): None,
+    ("sh2d", 243): "h36m_sh2d_t243_reproj",
 }
-NO_MODEL = {("gt2d", 81): "no ground-truth 2D model is trained at T = 81 (only detected 2D: "
-                          "h36m_sh2d_t81_keep)"}
+NO_MODEL = {("gt2d", 243): "no ground-truth 2D model is trained at T = 243 (only detected 2D: "
+                           "h36m_sh2d_t243_reproj)"}
 # The ablations of the retrained recipe: validation split, equal epochs, from training logs.
 ABLATION_PAGE = "ablation_h36m_sh2d_t27_blind.md"
 ABLATION_SCRIPT = "scripts/results_ablation.py"

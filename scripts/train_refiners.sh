@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
-# The default list, in four phases (a phase starts when the one before it is done):
+# The default list, in six phases (a phase starts when the one before it is done):
 #   phase 1, from scratch (10 epochs each): h36m_gt2d_t27_blind (CND), h36m_gt2d_t27_blind_real
-#            (the lifter's real errors), h36m_sh2d_t27_blind and h36m_sh2d_t81_keep
-#            (the _keep recipe at T = 81);
+#            (the lifter's real errors), h36m_sh2d_t27_blind;
 #   phase 2, the _keep models, which continue a phase-1 model (init_from) for 6 epochs:
 #            h36m_sh2d_t27_keep (from h36m_sh2d_t27_blind), h36m_gt2d_t27_keep (from
 #            h36m_gt2d_t27_blind_real);
 #   phase 3, the _reproj models, which continue the _keep models for 6 epochs with the
 #            2D-consistency input (model.reprojection_inputs; its embedding starts at zero):
-#            h36m_sh2d_t27_reproj (the shipped default), h36m_gt2d_t27_reproj, and the
-#            control without that input (same 6 epochs): h36m_gt2d_t27_keep12; then
-#            h36m_gt2d_t27_reproj12, h36m_gt2d_t27_reproj trained 6 more epochs (the published
-#            ground-truth 2D model), and h36m_sh2d_t27_causal, h36m_sh2d_t27_reproj made causal
-#            (the node's causal-mode default; then scripts/results_causal.sh);
-#   phase 4, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
+#            h36m_sh2d_t27_reproj, h36m_gt2d_t27_reproj, and the control without that input
+#            (same 6 epochs): h36m_gt2d_t27_keep12;
+#   phase 4, the _reproj models 6 epochs longer: h36m_gt2d_t27_reproj12 (the published
+#            ground-truth 2D model) and h36m_sh2d_t27_reproj12 (the shipped default);
+#            h36m_sh2d_t27_causal, h36m_sh2d_t27_reproj made causal (the node's causal-mode
+#            default; then scripts/results_causal.sh); h36m_sh2d_t81_reproj,
+#            h36m_sh2d_t27_reproj with its window stretched to 81;
+#   phase 5, longer windows: h36m_gt2d_t81_reproj (from h36m_gt2d_t27_reproj12) and
+#            h36m_sh2d_t243_reproj (from h36m_sh2d_t81_reproj);
+#   phase 6, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
 #            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
@@ -33,9 +36,10 @@ train_one() {
 export -f train_one; export PY
 run_phase() { printf '%s\n' "$@" | xargs -P 2 -I{} bash -c 'train_one {}'; }
 if [ $# -gt 0 ]; then run_phase "$@"; exit; fi
-run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind h36m_sh2d_t81_keep
+run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind
 run_phase h36m_sh2d_t27_keep h36m_gt2d_t27_keep
 run_phase h36m_sh2d_t27_reproj h36m_gt2d_t27_reproj h36m_gt2d_t27_keep12
-run_phase h36m_gt2d_t27_reproj12 h36m_sh2d_t27_causal
+run_phase h36m_gt2d_t27_reproj12 h36m_sh2d_t27_reproj12 h36m_sh2d_t27_causal h36m_sh2d_t81_reproj
+run_phase h36m_gt2d_t81_reproj h36m_sh2d_t243_reproj
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8

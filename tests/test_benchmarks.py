@@ -133,7 +133,7 @@ def test_trained_models_are_the_default_and_the_t81_model():
     trained = common.trained_models()
     window = json.loads((default_model_dir() / "model.json").read_text())["denoiser"]["window"]
     assert trained[window] == (DEFAULT_MODEL, default_model_dir())
-    assert trained[81][0] == common.T81_MODEL == "h36m_sh2d_t81_keep"
+    assert trained[81][0] == common.T81_MODEL == "h36m_sh2d_t81_reproj"
     assert common.missing_model(window) is None
     assert common.missing_model(243) is None          # random weights: never missing
 

@@ -63,7 +63,7 @@ def workspace(tmp_path_factory):
 def run(root, *extra):
     return results_refiner.main([
         "--cache", str(root / "cache"), "--models", str(root / "models"),
-        "--docs", str(root / "docs"), "--windows", str(WINDOW), "81", "--main-window", "27",
+        "--docs", str(root / "docs"), "--windows", str(WINDOW), "243", "--main-window", "27",
         "--subjects", "SYN8", *extra])
 
 
@@ -124,17 +124,17 @@ def test_end_to_end(workspace, capsys):
     overview = (docs / "refiner.md").read_text()
     assert "| gt2d | 9 | `h36m_gt2d_t9_keep` |" in overview
     assert "(refiner_gt2d_t9.md)" in overview
-    # gt2d at T = 81 has no model at all (MAIN_RUNS): said in the table, not an error
-    no_model = results_refiner.NO_MODEL[("gt2d", 81)]
-    assert f"| gt2d | 81 | none | {no_model} |" in overview
+    # gt2d at T = 243 has no model at all (MAIN_RUNS): said in the table, not an error
+    no_model = results_refiner.NO_MODEL[("gt2d", 243)]
+    assert f"| gt2d | 243 | none | {no_model} |" in overview
     assert f"No result: {no_model}." in overview
-    assert not (docs / "refiner_gt2d_t81.md").exists()
+    assert not (docs / "refiner_gt2d_t243.md").exists()
     # sh2d's models are not trained here: stated, and so is the missing smoother
     for note in ("sh2d: no smoother", "model h36m_sh2d_t9_keep not trained",
-                 "model h36m_sh2d_t81_keep not trained"):
+                 "model h36m_sh2d_t243_reproj not trained"):
         assert note in overview
-    assert "| sh2d | 81 | `h36m_sh2d_t81_keep` | model h36m_sh2d_t81_keep not trained yet |" \
-        in overview
+    assert ("| sh2d | 243 | `h36m_sh2d_t243_reproj` | model h36m_sh2d_t243_reproj not trained "
+            "yet |") in overview
     # no ablation table any more: the separate page, linked, said to be pending
     assert "(ablation_h36m_sh2d_t27_blind.md)" in overview and "Not written yet" in overview
     document = json.loads((docs / "refiner.json").read_text())
@@ -185,16 +185,16 @@ def test_print_model(workspace, capsys):
     models = ["--models", str(root / "models")]
     assert results_refiner.main([*models, "--print-model", "gt2d", str(WINDOW)]) == 0
     assert capsys.readouterr().out == f"{root}/models/h36m_gt2d_t9_keep/model\n"
-    assert results_refiner.main([*models, "--print-model", "gt2d", "81"]) == 1
+    assert results_refiner.main([*models, "--print-model", "gt2d", "243"]) == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and results_refiner.NO_MODEL[("gt2d", 81)] in captured.err
+    assert captured.out == "" and results_refiner.NO_MODEL[("gt2d", 243)] in captured.err
     assert results_refiner.main([*models, "--print-model", "sh2d", "81"]) == 1
-    assert "model h36m_sh2d_t81_keep not trained yet" in capsys.readouterr().err
+    assert "model h36m_sh2d_t81_reproj not trained yet" in capsys.readouterr().err
 
 
 def test_published_models_are_the_retrained_ones():
     """Every model the script publishes has its config in d3p_model/configs/; gt2d has no
-    T = 81 model, and the page says why."""
+    T = 243 model, and the page says why."""
     for (setting, window), name in results_refiner.MAIN_RUNS.items():
         assert setting in results_refiner.SETTINGS and window in results_refiner.WINDOWS
         if name is None:
@@ -205,10 +205,9 @@ def test_published_models_are_the_retrained_ones():
         spec = json.loads((REPO / "d3p_model/models/refiner" / name / "model" / "model.json")
                           .read_text())
         assert spec["denoiser"]["window"] == window
-        # T = 27: the 2D-consistency models (T = 81: the _keep recipe, without it)
-        assert spec["denoiser"].get("reprojection_inputs", False) == (window == 27), name
-    assert results_refiner.main_run_name("gt2d", 81) is None
-    assert results_refiner.main_run_name("sh2d", 27) == "h36m_sh2d_t27_reproj"
+        # every published model has the 2D-consistency input
+        assert spec["denoiser"].get("reprojection_inputs", False), name
+    assert results_refiner.main_run_name("gt2d", 243) is None
     from d3p_model.refiner import DEFAULT_MODEL
     assert results_refiner.main_run_name("sh2d", 27) == DEFAULT_MODEL
 
