@@ -108,3 +108,40 @@ def test_results_script_page(tmp_path):
     clean = document["models"]["m"]["cases"]["clean"]
     assert len(clean["per_joint_mm"]) == 17 and clean["per_joint_mm"][0] == 0   # root exact
     assert "constant over the sequence" in page and "+ i.i.d. 10 mm" in page
+
+
+def test_offset_visibility_page(tmp_path):
+    """scripts/results_offset_visibility.py on generated data: the offset's signal in the
+    2D-consistency residual does not depend on the keypoints' noise, the floor does (noisy
+    keypoints: a higher floor, fewer windows where the offset shows); the offset joints are
+    those of the do-no-harm case."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from d3p_model.data.predictions import save_predictions
+    from d3p_model.skeleton import H36M17_JOINTS
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "results_offset_visibility.py"
+    spec = importlib.util.spec_from_file_location("results_offset_visibility", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for setting, noise in (("gt2d", 0.0), ("sh2d", 15.0)):
+        save_predictions(tmp_path / "cache" / "predictions" / setting / "test.npz",
+                         make_synthetic_predictions(num_sequences=3, num_frames=90, seed=7,
+                                                    subjects=["S9"], keypoint_noise_px=noise))
+    assert module.main(["--cache", str(tmp_path / "cache"), "--docs", str(tmp_path),
+                        "--window", "9", "--sequence-stride", "1"]) == 0
+    document = json.loads((tmp_path / "offset_visibility.json").read_text())
+    exact, noisy = (document["settings"][s]["joints"] for s in ("gt2d", "sh2d"))
+    assert list(exact) == [H36M17_JOINTS[j] for j in OFFSET_JOINTS]
+    assert document["settings"]["gt2d"]["windows"] == 3 * 10
+    for joint in exact:
+        assert exact[joint]["signal_mm"] == pytest.approx(noisy[joint]["signal_mm"], rel=0.2)
+        assert 5 < exact[joint]["signal_mm"] <= 30.0 + 1e-6   # at most the whole offset
+        assert noisy[joint]["floor_mm"] > exact[joint]["floor_mm"]
+        assert noisy[joint]["visible_share"] <= exact[joint]["visible_share"]
+    assert "| detected 2D (Stacked Hourglass) | right_ankle |" in \
+        (tmp_path / "offset_visibility.md").read_text()
+    with pytest.raises(SystemExit, match="missing"):
+        module.main(["--cache", str(tmp_path / "nothing"), "--docs", str(tmp_path)])
