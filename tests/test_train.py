@@ -212,8 +212,11 @@ def test_init_from_continues_a_trained_model(tmp_path):
 def test_a_windowed_model_continues_into_a_longer_window(tmp_path):
     """init_from a model of a shorter window: every weight is the source's except the frame
     embedding, which is the source's stretched linearly (the same at both ends and, for
-    5 -> 9 frames, at every second frame); a shorter window is refused."""
+    5 -> 9 frames, at every second frame); the inference stride scales with the window; a
+    shorter window is refused."""
     first = train_from_config(MICRO, tmp_path / "first", progress=False)
+    spec = json.loads((first / "model.json").read_text())
+    (first / "model.json").write_text(json.dumps({**spec, "stride": 2}))
     longer = {**MICRO, "init_from": str(first), "window": 9, "stride": 9,
               "optim": {"epochs": 1, "batch_size": 8, "lr": 1e-12}}
     model_dir = train_from_config(longer, tmp_path / "longer", progress=False)
@@ -228,7 +231,8 @@ def test_a_windowed_model_continues_into_a_longer_window(tmp_path):
                                (a["frame_embedding"][:, 0] + a["frame_embedding"][:, 1]) / 2,
                                atol=1e-9, rtol=0)
     refiner = D3PRefiner.load(model_dir)
-    assert refiner.window == 9
+    # the source's inference stride, as the same share of the longer window: 2 / 5 of 9
+    assert refiner.window == 9 and refiner.stride == 4
     rng = np.random.default_rng(2)
     out = refiner.refine_sequence(rng.uniform(-1, 1, (20, 17, 2)).astype(np.float32),
                                   (0.3 * rng.normal(size=(20, 17, 3))).astype(np.float32))

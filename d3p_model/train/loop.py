@@ -199,13 +199,19 @@ def _init_weights(model: PoseDenoiser, model_dir) -> None:
     model.load_state_dict(state)
 
 
-def _source_stride(model_dir) -> int | None:
+def _source_stride(model_dir, window: int) -> int | None:
     """A continued training keeps the inference stride (model.json) of the model it starts
-    from: the setting was validated for that model; None (no overlap) from scratch."""
+    from, as the same share of a window that is longer: the setting was validated for that
+    model; None (no overlap) from scratch."""
     if not model_dir:
         return None
     from ..model_files import read_model_spec
-    return read_model_spec(resolve_data_path(model_dir)).get("stride")
+    spec = read_model_spec(resolve_data_path(model_dir))
+    stride = spec.get("stride")
+    source_window = spec["denoiser"]["window"]
+    if stride is None or window == source_window:
+        return stride
+    return max(1, min(window, round(stride * window / source_window)))
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -336,7 +342,8 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
         _init_weights(model, config["init_from"])
     refiner = D3PRefiner(model, cnd, steps=config["steps"], diffusion=config["diffusion"],
                          timesteps=config["timesteps"], offset=config["schedule_offset"],
-                         device=device, stride=_source_stride(config["init_from"]))
+                         device=device, stride=_source_stride(config["init_from"],
+                                                               config["window"]))
     alpha_bar = refiner.alpha_bar
     if world > 1:
         trained = DistributedDataParallel(
