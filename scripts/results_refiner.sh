@@ -5,8 +5,8 @@
 #      model (MAIN_RUNS in that script), the targets stated met or missed, figures
 #      -> docs/results/refiner.md/.json, refiner_<setting>.json, refiner_<setting>_t<T>.*,
 #         figures/refiner_<setting>_t<T>_*.png
-#   2. scripts/results_do_no_harm.py on each setting's T = 27 and T = 81 model
-#      -> docs/results/do_no_harm_<setting>.md/.json (T = 27), do_no_harm_<setting>_t81.*
+#   2. scripts/results_do_no_harm.py on each setting's model at each window
+#      -> docs/results/do_no_harm_<setting>.md/.json (T = 27), do_no_harm_<setting>_t<T>.*
 #   3. the estimator no refiner saw: the temporal-conv lifter's detected-2D test outputs
 #      (cache/predictions/sh2d_tcn/test.npz, d3p_model/configs/lifter_sh2d_tcn.yaml) refined
 #      by the sh2d T = 27 model -> docs/results/refiner_unseen.md/.json
@@ -34,7 +34,7 @@ model_name() { case "$1" in */model) basename "$(dirname "$1")" ;; *) basename "
 
 echo "== 2. do no harm (scripts/results_do_no_harm.py)"
 for setting in gt2d sh2d; do
-  for window in 27 81; do
+  for window in 27 81 243; do
     name="do_no_harm_$setting"; [ "$window" = 27 ] || name="${name}_t$window"
     dir=$(model_dir "$setting" "$window")
     predictions="$CACHE/predictions/$setting/test.npz"
