@@ -386,6 +386,16 @@ def test_noise_level_clean_fraction_and_white_noise(tmp_path, monkeypatch):
     assert torch.all(windows[:, :, 0] == 0)
     per_window_std = windows[:, :, 1:].flatten(1).std(dim=1)
     assert float(per_window_std.max()) < 0.012 and float(per_window_std.min()) < 0.005
+    assert float((per_window_std == 0).float().mean()) == 0      # every window jittered
+    # white_noise_fraction: only that share of the windows is jittered, the rest exact
+    seen.clear()
+    train_from_config({**base, "noise_level": [0.0, 0.0], "white_noise_mm": 10.0,
+                       "white_noise_fraction": 0.5}, tmp_path / "d", progress=False)
+    windows = torch.cat([e for _, e in seen])
+    exact = float((windows.flatten(1).abs().amax(dim=1) == 0).float().mean())
+    assert 0.2 < exact < 0.8
+    with pytest.raises(ConfigError, match="white_noise_fraction"):
+        load_config({**MICRO, "white_noise_fraction": 1.5})
     with pytest.raises(ConfigError, match="noise_level"):
         load_config({**MICRO, "noise_level": [1.0, 0.5]})
     with pytest.raises(ConfigError, match="clean_fraction"):

@@ -40,6 +40,9 @@ DEFAULTS = {
     "noise_level": [1.0, 1.0],
     "clean_fraction": 0.0,        # windows whose lifter-like error is exactly 0 (lambda = 0)
     "white_noise_mm": 0.0,        # plus i.i.d. noise per coordinate, sigma ~ U[0, this] per window
+    # the share of windows that get that jitter: below 1, a skeleton that is correct but for
+    # a few offset joints (rigid bones elsewhere) is shown too, not only jittered ones
+    "white_noise_fraction": 1.0,
     # windows with no error of any kind (no lifter error, jitter or offset): with jitter on
     # every window, an exactly correct skeleton is almost never shown, and the refiner then
     # moves it (do no harm)
@@ -170,6 +173,8 @@ def _validate(config: dict, where: str) -> None:
          "noise_level must be [low, high] with 0 <= low <= high")
     need(isinstance(config["white_noise_mm"], (int, float)) and config["white_noise_mm"] >= 0,
          "white_noise_mm must be >= 0")
+    need(isinstance(config["white_noise_fraction"], (int, float))
+         and 0 <= config["white_noise_fraction"] <= 1, "white_noise_fraction must be in [0, 1]")
     need(isinstance(config["clean_fraction"], (int, float)) and 0 <= config["clean_fraction"] < 1,
          "clean_fraction must be in [0, 1)")
     need(isinstance(config["identity_fraction"], (int, float))

@@ -113,6 +113,9 @@ def _loss(model, batch, tcnd, scale, alpha_bar, config, generator):
         # independent of the structured error: jitter on a correct skeleton is an input too
         sigma = torch.rand(per_window, generator=generator, device=pose.device) \
             * (config["white_noise_mm"] / 1000)
+        if config["white_noise_fraction"] < 1:
+            sigma = sigma * (torch.rand(per_window, generator=generator, device=pose.device)
+                             < config["white_noise_fraction"]).to(sigma.dtype)
         white = torch.randn(error.shape, generator=generator, device=pose.device) * sigma
         white[:, :, ROOT] = 0   # root-relative poses: the root carries no error
         error = error + white.to(error.dtype)
