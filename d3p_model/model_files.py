@@ -18,8 +18,9 @@ CND_FILE = "cnd.pt"
 # (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
 # every do-no-harm case; this one fails the fewest and harms least (docs/refiner.md). Trained
 # by `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj
-# h36m_sh2d_t27_reproj12` (four phases: from scratch, then three continuations).
-DEFAULT_MODEL = "h36m_sh2d_t27_reproj12"
+# h36m_sh2d_t27_reproj12 h36m_sh2d_t27_rigid` (five phases: from scratch, then four
+# continuations; the last shows skeletons correct but for a few offset joints).
+DEFAULT_MODEL = "h36m_sh2d_t27_rigid"
 # The node's causal mode: h36m_sh2d_t27_reproj (DEFAULT_MODEL's source) made causal and
 # fine-tuned (configs/h36m_sh2d_t27_causal.yaml), so that a stream refines each new frame
 # alone (docs/refiner.md, "A causal model for streaming"; its accuracy against a windowed

@@ -30,7 +30,9 @@ from the lifter's prediction files (`d3p predict`), in six phases: from scratch 
 `_keep` models, which continue a `_blind` model (`init_from`); then the `_reproj` models,
 which continue a `_keep` model with the 2D-consistency input (`reprojection_inputs`;
 `h36m_gt2d_t27_keep12`: the same 6 epochs without it, a control); then `_reproj12`, the
-`_reproj` models 6 epochs longer (the published T = 27 models), `h36m_sh2d_t27_causal`
+`_reproj` models 6 epochs longer (`h36m_gt2d_t27_reproj12`: the published ground-truth 2D
+model; `h36m_sh2d_t27_reproj12` is continued by `h36m_sh2d_t27_rigid`, jitter on half the
+windows, the shipped default), `h36m_sh2d_t27_causal`
 (`h36m_sh2d_t27_reproj` made causal, the node's causal-mode default,
 `d3p_model.model_files.DEFAULT_CAUSAL_MODEL`) and `h36m_sh2d_t81_reproj`
 (`h36m_sh2d_t27_reproj` with its window stretched to 81); then `h36m_gt2d_t81_reproj`

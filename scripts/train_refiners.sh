@@ -12,12 +12,13 @@
 #            h36m_sh2d_t27_reproj, h36m_gt2d_t27_reproj, and the control without that input
 #            (same 6 epochs): h36m_gt2d_t27_keep12;
 #   phase 4, the _reproj models 6 epochs longer: h36m_gt2d_t27_reproj12 (the published
-#            ground-truth 2D model) and h36m_sh2d_t27_reproj12 (the shipped default);
+#            ground-truth 2D model) and h36m_sh2d_t27_reproj12, continued by
+#            h36m_sh2d_t27_rigid (the shipped default: jitter on half the windows);
 #            h36m_sh2d_t27_causal, h36m_sh2d_t27_reproj made causal (the node's causal-mode
 #            default; then scripts/results_causal.sh); h36m_sh2d_t81_reproj,
 #            h36m_sh2d_t27_reproj with its window stretched to 81;
 #   phase 5, longer windows: h36m_gt2d_t81_reproj (from h36m_gt2d_t27_reproj12) and
-#            h36m_sh2d_t243_reproj (from h36m_sh2d_t81_reproj);
+#            h36m_sh2d_t243_reproj (from h36m_sh2d_t81_reproj); h36m_sh2d_t27_rigid;
 #   phase 6, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
 #            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
@@ -40,6 +41,6 @@ run_phase h36m_gt2d_t27_blind h36m_gt2d_t27_blind_real h36m_sh2d_t27_blind
 run_phase h36m_sh2d_t27_keep h36m_gt2d_t27_keep
 run_phase h36m_sh2d_t27_reproj h36m_gt2d_t27_reproj h36m_gt2d_t27_keep12
 run_phase h36m_gt2d_t27_reproj12 h36m_sh2d_t27_reproj12 h36m_sh2d_t27_causal h36m_sh2d_t81_reproj
-run_phase h36m_gt2d_t81_reproj h36m_sh2d_t243_reproj
+run_phase h36m_gt2d_t81_reproj h36m_sh2d_t243_reproj h36m_sh2d_t27_rigid
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8
