@@ -43,6 +43,9 @@ def test_identity_and_oracle_refiners(sequences):
     assert abs(identity["offset_30mm"]["input_mm"] - 30 * 3 / 17) < 1e-6
     # leaving the input alone improves nothing: every noisy case fails
     assert harm_failures(identity) == ["iid_10mm", "iid_20mm", "offset_30mm"]
+    # the offset case split by joint: the offset joints keep their 30 mm, the others 0
+    assert identity["offset_30mm"]["offset_joints_mm"] == pytest.approx(30.0, abs=1e-3)
+    assert identity["offset_30mm"]["other_joints_mm"] == pytest.approx(0.0, abs=1e-3)
 
     assert identity["clean"]["constant_mm"] == 0 and max(identity["clean"]["per_joint_mm"]) == 0
     # a constant shift of one joint is all "constant"; jitter is not
@@ -59,6 +62,7 @@ def test_identity_and_oracle_refiners(sequences):
     truths = {id(kp): t - t[:, :1] for _, kp, t in sequences}
     oracle = evaluate_do_no_harm(lambda kp, pose: truths[id(kp)], sequences)
     assert harm_failures(oracle) == [] and oracle["iid_10mm"]["refined_mm"] < 1e-9
+    assert oracle["offset_30mm"]["offset_joints_mm"] < 1e-6
 
 
 def test_a_refiner_that_pulls_towards_a_mean_pose_is_caught(sequences):
@@ -108,6 +112,7 @@ def test_results_script_page(tmp_path):
     clean = document["models"]["m"]["cases"]["clean"]
     assert len(clean["per_joint_mm"]) == 17 and clean["per_joint_mm"][0] == 0   # root exact
     assert "constant over the sequence" in page and "+ i.i.d. 10 mm" in page
+    assert "| offset joints (30.0 in) | other joints (0.0 in) |" in page
 
 
 def test_offset_visibility_page(tmp_path):
