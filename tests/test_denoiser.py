@@ -10,9 +10,10 @@ import torch
 from d3p_model.cnd import CONDITION_DIM, ERROR_DIM, ConditionalNoiseModel
 from d3p_model.data.windows import extract_windows, stitch_windows, window_starts
 from d3p_model.denoiser import DenoiserConfig, PoseDenoiser
-from d3p_model.denoiser.model import reprojection_residual
+from d3p_model.denoiser.model import bone_length_change, reprojection_residual
 from d3p_model.denoiser import flops
 from d3p_model.refiner import D3PModelError, D3PRefiner, default_model_dir
+from d3p_model.skeleton import H36M17_PARENTS
 
 torch.set_num_threads(1)
 
@@ -104,6 +105,79 @@ def test_reprojection_inputs_add_two_features_per_joint():
     noisy, keypoints = torch.randn(2, 5, 17, 3), torch.randn(2, 5, 17, 2)
     out = wider(noisy, keypoints, torch.tensor([3, 4]))
     assert out.shape == (2, 5, 17, 3) and torch.isfinite(out).all()
+
+
+def _rotating_skeleton(frames=27, seed=0):
+    """(frames, 17, 3) a random skeleton turning about a tilted axis: rigid, bones of fixed
+    length, every bone's direction changing."""
+    rng = np.random.default_rng(seed)
+    rest = np.zeros((17, 3))
+    for joint, parent in enumerate(H36M17_PARENTS):
+        if parent >= 0:
+            rest[joint] = rest[parent] + rng.normal(size=3) * 0.15
+    axis = np.array([0.3, 1.0, 0.2]) / np.linalg.norm([0.3, 1.0, 0.2])
+    poses = []
+    for angle in np.linspace(0, 1.5, frames):
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        poses.append(rest @ rotation.T)
+    return np.stack(poses)
+
+
+def test_bone_length_change_is_zero_on_a_rigid_skeleton_and_shows_an_offset_joint():
+    """A rigid skeleton, however it moves, has no bone-length change; a joint with a constant
+    30 mm offset (in the camera's axes, as the do-no-harm case) on a turning limb shows at that
+    joint only; i.i.d. noise shows everywhere."""
+    parents = torch.tensor([max(p, 0) for p in H36M17_PARENTS])
+    rigid = torch.as_tensor(_rotating_skeleton())
+    change = bone_length_change(rigid, parents)
+    assert change.shape == (27, 17, 2)
+    assert change.abs().max() < 1e-6
+    offset = rigid.clone()
+    offset[:, 13] += torch.tensor([0.03, 0.0, 0.0], dtype=offset.dtype)   # left wrist
+    features = bone_length_change(offset, parents)
+    change = features[..., 0].abs().amax(dim=0)
+    assert change[13] > 1 and change[13] == change.max()   # over 2 mm
+    assert torch.all(change[[j for j in range(17) if j != 13]] < 1e-6)
+    # the second feature: the RMS of the first over the window, in every frame
+    rms = features[..., 0].square().mean(dim=0).sqrt()
+    assert torch.allclose(features[..., 1], rms.expand(27, 17))
+    noisy = rigid + 0.01 * torch.randn(rigid.shape, dtype=rigid.dtype,
+                                       generator=torch.Generator().manual_seed(0))
+    change = bone_length_change(noisy, parents)[..., 0].abs().amax(dim=0)
+    assert change[0] < 1e-9 and torch.all(change[1:] > 1)   # the root has no bone
+    # batched windows: the mean is over each window's frames, not across windows
+    both = torch.stack([rigid, offset])
+    assert bone_length_change(both, parents)[0].abs().max() < 1e-6
+
+
+def test_bone_length_inputs_add_one_feature_and_need_a_window():
+    plain = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True,
+                                        reprojection_inputs=True))
+    wider = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True,
+                                        reprojection_inputs=True, bone_length_inputs=True))
+    assert wider.embed.in_features == plain.embed.in_features + 2 == 12
+    out = wider(torch.randn(2, 5, 17, 3), torch.randn(2, 5, 17, 2), torch.tensor([3, 4]))
+    assert out.shape == (2, 5, 17, 3) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="causal"):
+        PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_length_inputs=True,
+                                    causal=True))
+
+
+def test_output_gate_starts_at_one_and_can_switch_a_joint_off():
+    torch.manual_seed(0)
+    config = DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True)
+    plain = PoseDenoiser(config)
+    gated = PoseDenoiser(DenoiserConfig(**{**config.to_dict(), "output_gate": True}))
+    state = plain.state_dict()
+    gated.load_state_dict({**gated.state_dict(), **state})
+    noisy, keypoints, t = torch.randn(2, 5, 17, 3), torch.randn(2, 5, 17, 2), torch.tensor([3, 4])
+    with torch.no_grad():
+        assert torch.equal(gated(noisy, keypoints, t), plain(noisy, keypoints, t))
+        gated.gate.bias.fill_(-40.0)        # the gate closed: no correction at all
+        assert gated(noisy, keypoints, t).abs().max() < 1e-12
+        gated.gate.bias.fill_(40.0)         # wide open: twice the head's correction
+        assert torch.allclose(gated(noisy, keypoints, t), 2 * plain(noisy, keypoints, t))
 
 
 def test_flops_grow_with_depth_and_count_attention(capsys):

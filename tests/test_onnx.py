@@ -39,10 +39,14 @@ def small_model(tmp_path_factory):
     predictions = make_synthetic_predictions(num_sequences=2, num_frames=40, seed=3)
     torch.manual_seed(0)
     train = [(s.keypoints_normalised(), s.pose_3d, s.ground_truth_3d) for _, s in predictions.items()]
-    # every input feature (pose scale, bone vectors, reprojection residual) must export too
-    refiner = D3PRefiner(PoseDenoiser(DenoiserConfig(window=9, depth=2, width=16, heads=2,
-                                                     pose_scale=4.0, bone_inputs=True,
-                                                     reprojection_inputs=True)),
+    # every input feature (pose scale, bone vectors, reprojection residual, bone-length
+    # change) and the output gate must export too
+    denoiser = PoseDenoiser(DenoiserConfig(window=9, depth=2, width=16, heads=2,
+                                           pose_scale=4.0, bone_inputs=True,
+                                           reprojection_inputs=True, bone_length_inputs=True,
+                                           output_gate=True))
+    torch.nn.init.normal_(denoiser.gate.weight, std=0.5)   # a gate that is not 1 everywhere
+    refiner = D3PRefiner(denoiser,
                          ConditionalNoiseModel.fit_sequences(train),
                          joint_uncertainty=np.linspace(0.01, 0.05, 17))
     refiner.save(root / "model")

@@ -206,6 +206,29 @@ def test_init_from_continues_a_trained_model(tmp_path):
     with pytest.raises(ConfigError, match="init_from .* differs"):
         train_from_config({**frozen, "init_from": str(extended_dir)}, tmp_path / "sixth",
                           progress=False)
+    # the bone-length inputs added the same way: two more zero columns, the same refinement
+    lengths = {**frozen, "init_from": str(extended_dir),
+               "model": {**extended["model"], "bone_length_inputs": True}}
+    lengths_dir = train_from_config(lengths, tmp_path / "seventh", progress=False)
+    e = torch.load(lengths_dir / "weights.pt", weights_only=True)
+    assert e["embed.weight"].shape[1] == d["embed.weight"].shape[1] + 2
+    np.testing.assert_allclose(D3PRefiner.load(lengths_dir).refine_windows(keypoints, pose),
+                               target.refine_windows(keypoints, pose), atol=1e-6)
+    # the output gate added: a factor of 1 at the start, the same refinement
+    gated = {**lengths, "init_from": str(lengths_dir),
+             "model": {**lengths["model"], "output_gate": True}}
+    gated_dir = train_from_config(gated, tmp_path / "gated", progress=False)
+    np.testing.assert_allclose(D3PRefiner.load(gated_dir).refine_windows(keypoints, pose),
+                               target.refine_windows(keypoints, pose), atol=1e-6)
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config({**lengths, "init_from": str(gated_dir)}, tmp_path / "ungated",
+                          progress=False)
+    # its columns come last: a model with them cannot add the reprojection inputs after
+    bones_first = {**frozen, "model": {**MICRO["model"], "bone_length_inputs": True}}
+    bones_dir = train_from_config(bones_first, tmp_path / "eighth", progress=False)
+    with pytest.raises(ConfigError, match="init_from .* differs"):
+        train_from_config({**frozen, "init_from": str(bones_dir),
+                           "model": lengths["model"]}, tmp_path / "ninth", progress=False)
 
 
 @pytest.mark.timeout(600)
@@ -304,10 +327,11 @@ def test_config_validation(tmp_path):
                 source["denoiser"]["window"] < config["window"] and not config["model"]["causal"])
             # a model saved before a model setting existed has that setting's default
             from d3p_model.train.config import DEFAULTS
-            # ... except that a continued run may add the reprojection inputs, or make the
-            # model causal
+            # ... except that a continued run may add the reprojection or bone-length
+            # inputs or the output gate, or make the model causal
             source_model = {**DEFAULTS["model"], **source["info"]["config"]["model"]}
-            for setting in ("reprojection_inputs", "causal"):
+            for setting in ("reprojection_inputs", "bone_length_inputs", "output_gate",
+                            "causal"):
                 if config["model"][setting]:
                     source_model[setting] = True
             assert source_model == config["model"]

@@ -43,6 +43,20 @@ class DenoiserConfig:
     # from the pose and keypoint inputs, but a 4-block net does not learn the per-frame
     # least-squares fit it needs (docs/refiner.md, "2D consistency").
     reprojection_inputs: bool = False
+    # With bone_length_inputs, each joint also gets how much its bone to the parent is longer
+    # than that bone's mean length over the window, and the RMS of that over the window
+    # (bone_length_change). A correct skeleton keeps its bone lengths (Human3.6M's ground
+    # truth to 0.003 mm), a lifter's do not (2.4 mm std within 27 frames): the cue to leave a
+    # skeleton, or a joint, alone, which the net did not learn from the bone vectors
+    # (docs/refiner.md, "Bone lengths"). It needs the whole window: not for a causal model.
+    bone_length_inputs: bool = False
+    # output_gate: each joint's predicted error is multiplied by 2 sigmoid(g), g a linear
+    # function of the same final token (starting at 0, i.e. a factor of 1: a model continued
+    # from one without the gate starts as that model). Behind the final LayerNorm the head
+    # sees unit-norm tokens, so the net cannot easily say "no correction": trained with a
+    # third of its windows exactly correct, it still moved a correct skeleton by 6 mm
+    # (docs/refiner.md, "Bone lengths").
+    output_gate: bool = False
     # causal: the temporal attention sees each frame and its window - 1 predecessors only
     # (no absolute frame positions), so the model takes sequences of any length and a stream
     # refines each new frame alone from cached keys (denoiser/streaming.py; docs/refiner.md,
@@ -126,14 +140,37 @@ class DenoisingBlock(nn.Module):
 
 
 def input_features(config: DenoiserConfig) -> int:
-    """Features per joint token, in this order: pose (3), keypoint (2), bone (3), residual (2)."""
-    return 3 + 2 + (3 if config.bone_inputs else 0) + (2 if config.reprojection_inputs else 0)
+    """Features per joint token, in this order: pose (3), keypoint (2), bone (3), residual (2),
+    bone-length change and its window RMS (2)."""
+    return 3 + 2 + (3 if config.bone_inputs else 0) + (2 if config.reprojection_inputs else 0) \
+        + (2 if config.bone_length_inputs else 0)
+
+
+# Unit of the bone-length inputs: a lifter's bones change by 1-2.5 mm (std) within 27
+# frames, so in this unit its changes are O(1); in metres (as the pose inputs) they were too
+# small for the network to react to (docs/refiner.md, "Bone lengths").
+BONE_LENGTH_UNIT_M = 0.002
+
+
+def bone_length_change(pose: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+    """(..., T, J, 3) pose in metres -> (..., T, J, 2): how much each joint's bone to its
+    parent is longer in each frame than its mean over the T frames, and the RMS of that over
+    the window (the same in every frame: 0 for a bone that keeps its length), both in units
+    of BONE_LENGTH_UNIT_M. The root's bone is empty: 0."""
+    bone = pose - pose[..., parents, :]
+    length = (bone.square().sum(dim=-1, keepdim=True) + 1e-12).sqrt()
+    change = (length - length.mean(dim=-3, keepdim=True)) / BONE_LENGTH_UNIT_M
+    spread = change.square().mean(dim=-3, keepdim=True).sqrt().expand_as(change)
+    return torch.cat([change, spread], dim=-1)
 
 
 class PoseDenoiser(nn.Module):
     def __init__(self, config: DenoiserConfig):
         super().__init__()
         self.config = config
+        if config.causal and config.bone_length_inputs:
+            raise ValueError("bone_length_inputs need the whole window: a causal model cannot "
+                             "have them")
         d = config.width
         self.embed = nn.Linear(input_features(config), d)
         self.joint_embedding = nn.Parameter(torch.zeros(1, 1, NUM_JOINTS, d))
@@ -147,6 +184,10 @@ class PoseDenoiser(nn.Module):
             DenoisingBlock(d, config.heads, config.mlp_ratio, band) for _ in range(config.depth))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 3)
+        if config.output_gate:
+            self.gate = nn.Linear(d, 1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
         root_mask = torch.ones(NUM_JOINTS, 1)
         root_mask[ROOT] = 0
         self.register_buffer("root_mask", root_mask, persistent=False)
@@ -170,7 +211,15 @@ class PoseDenoiser(nn.Module):
         step = self.step_embedding(t, tokens.dtype)
         for block in self.blocks:
             tokens = block(tokens, step)
-        return self.head(self.norm(tokens)) * self.root_mask
+        return self.output(tokens)
+
+    def output(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., 17, width) final tokens -> (..., 17, 3) normalised error (root: 0)."""
+        final = self.norm(tokens)
+        error = self.head(final)
+        if self.config.output_gate:
+            error = error * 2 * torch.sigmoid(self.gate(final))
+        return error * self.root_mask
 
     def tokens(self, noisy_pose: torch.Tensor, keypoints_2d: torch.Tensor) -> torch.Tensor:
         """(..., 17, 3) pose, (..., 17, 2) keypoints -> (..., 17, width) embedded joints."""
@@ -180,6 +229,8 @@ class PoseDenoiser(nn.Module):
             features.append(pose - pose[..., self.parents, :])
         if self.config.reprojection_inputs:
             features.append(reprojection_residual(pose, keypoints_2d))
+        if self.config.bone_length_inputs:
+            features.append(bone_length_change(noisy_pose, self.parents))
         return self.embed(torch.cat(features, dim=-1)) + self.joint_embedding[0, 0]
 
     def step_embedding(self, t: torch.Tensor, dtype) -> torch.Tensor:

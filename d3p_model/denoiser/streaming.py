@@ -68,7 +68,7 @@ class CausalStreamStep(nn.Module):
                     new.append(key_value)                       # (B, 2, 17, heads, 1, d)
                     layer += 1
                 tokens = tokens + block.mlp(block.norm3(tokens)[:, None])[:, 0]
-            error = net.head(net.norm(tokens)) * net.root_mask * self.error_scale
+            error = net.output(tokens) * self.error_scale
             y0 = predict_clean(y_t, error, t, self.alpha_bar)
             y_t = forward_noisy_pose(y0, error, torch.full_like(t, t_next), self.alpha_bar)
         return y0 - y0[:, ROOT:ROOT + 1], torch.stack(new, dim=1)

@@ -32,7 +32,8 @@ DEFAULTS = {
     "stride": 9,                  # frames between training window starts
     "windows_per_epoch": None,    # an epoch = this many windows drawn afresh (None: all)
     "model": {"depth": 4, "width": 32, "heads": 1, "mlp_ratio": 2.0, "pose_scale": 1.0,
-              "bone_inputs": False, "reprojection_inputs": False, "causal": False},
+              "bone_inputs": False, "reprojection_inputs": False, "bone_length_inputs": False,
+              "output_gate": False, "causal": False},
     "noise": "cnd",               # cnd: sample e~ from the CND; real: use y_hat - y0
     # the error of each training window is scaled by lambda ~ U[low, high]: a range that
     # reaches 0 teaches the denoiser to judge how noisy its input is and to leave a clean

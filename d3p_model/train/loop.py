@@ -163,11 +163,11 @@ def _sparse_offsets(error, config, generator):
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
     """Start from another run's trained denoiser (a continued training). The architectures
-    must match, except that this run may add the reprojection inputs (their embedding
-    columns start at zero, so the continued model starts as exactly the source model), may
-    make a windowed model causal (its frame embedding is dropped; the offset biases start at
-    zero, and the network then has to learn to work from the past alone), and may give a
-    windowed model a longer window (its frame embedding is stretched linearly over the new
+    must match, except that this run may add the reprojection or bone-length inputs (their
+    embedding columns start at zero, so the continued model starts as exactly the source
+    model) or the output gate (a factor of 1 at the start), may make a windowed model causal (its frame embedding is dropped; the offset
+    biases start at zero, and the network then has to learn to work from the past alone),
+    and may give a windowed model a longer window (its frame embedding is stretched linearly over the new
     window: the network starts as the source model seeing the motion slowed down, and
     learns the longer context from there; a window of 81 from scratch did not reach its
     input's accuracy in the session budget)."""
@@ -177,10 +177,16 @@ def _init_weights(model: PoseDenoiser, model_dir) -> None:
               and model.config.window > source_config.window)
     widened = dataclasses.replace(source_config,
                                   reprojection_inputs=model.config.reprojection_inputs,
+                                  bone_length_inputs=model.config.bone_length_inputs,
+                                  output_gate=model.config.output_gate,
                                   causal=model.config.causal,
                                   window=model.config.window if longer else source_config.window)
     if widened != model.config or (source_config.reprojection_inputs
                                    and not model.config.reprojection_inputs) \
+            or (source_config.bone_length_inputs and not model.config.bone_length_inputs) \
+            or (source_config.output_gate and not model.config.output_gate) \
+            or (source_config.bone_length_inputs   # new columns are appended, after these
+                and model.config.reprojection_inputs and not source_config.reprojection_inputs) \
             or (source_config.causal and not model.config.causal):
         raise ConfigError(f"init_from {model_dir}: its denoiser {source_config} differs "
                           f"from this run's {model.config}")
@@ -194,6 +200,9 @@ def _init_weights(model: PoseDenoiser, model_dir) -> None:
         stretched = torch.nn.functional.interpolate(embedding, size=model.config.window,
                                                     mode="linear", align_corners=True)
         state["frame_embedding"] = stretched.transpose(1, 2).unsqueeze(2).contiguous()
+    if model.config.output_gate and not source_config.output_gate:   # a factor of 1
+        state.update({name: value for name, value in model.state_dict().items()
+                      if name.startswith("gate.")})
     weight = state["embed.weight"]
     missing = model.embed.weight.shape[1] - weight.shape[1]
     if missing:
