@@ -6,7 +6,9 @@
 #      -> docs/results/refiner.md/.json, refiner_<setting>.json, refiner_<setting>_t<T>.*,
 #         figures/refiner_<setting>_t<T>_*.png
 #   2. scripts/results_do_no_harm.py on each setting's model at each window
-#      -> docs/results/do_no_harm_<setting>.md/.json (T = 27), do_no_harm_<setting>_t<T>.*
+#      -> docs/results/do_no_harm_<setting>.md/.json (T = 27), do_no_harm_<setting>_t<T>.*;
+#      and the detected-2D T = 27 model fed ground-truth 2D keypoints
+#      -> docs/results/do_no_harm_sh2d_gt2d_keypoints.md/.json
 #   3. the estimator no refiner saw: the temporal-conv lifter's detected-2D test outputs
 #      (cache/predictions/sh2d_tcn/test.npz, d3p_model/configs/lifter_sh2d_tcn.yaml) refined
 #      by the sh2d T = 27 model -> docs/results/refiner_unseen.md/.json
@@ -45,6 +47,17 @@ for setting in gt2d sh2d; do
       --docs "$OUT" --name "$name"
   done
 done
+
+# What moves a correct skeleton with detected 2D: the detections, or the refiner's own prior?
+# The detected-2D model fed the ground-truth 2D keypoints instead (the same 3D inputs).
+dir=$(model_dir sh2d 27)
+gt2d_keypoints="$CACHE/predictions/gt2d/test.npz"
+if [ -n "$dir" ] && [ -f "$gt2d_keypoints" ]; then
+  OMP_NUM_THREADS=1 "$PY" scripts/results_do_no_harm.py "$dir" --predictions "$gt2d_keypoints" \
+    --docs "$OUT" --name do_no_harm_sh2d_gt2d_keypoints
+else
+  echo "do_no_harm_sh2d_gt2d_keypoints: skipped (no sh2d T = 27 model or no $gt2d_keypoints)"
+fi
 
 echo "== 3. the unseen estimator (temporal-conv lifter, detected 2D)"
 unseen="$CACHE/predictions/sh2d_tcn/test.npz"
