@@ -40,8 +40,9 @@ trial() {   # setting model
 }
 echo "== 2, 3. S9/S11 and do no harm"
 trial gt2d h36m_gt2d_t27_bones &
+gt2d_trial=$!
 trial sh2d h36m_sh2d_t27_gate
-wait
+wait "$gt2d_trial"   # its status: a failed background trial fails the script
 
 echo "== 4. the unseen estimator"
 unseen="$CACHE/predictions/sh2d_tcn/test.npz"

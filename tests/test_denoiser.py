@@ -151,7 +151,7 @@ def test_bone_length_change_is_zero_on_a_rigid_skeleton_and_shows_an_offset_join
     assert bone_length_change(both, parents)[0].abs().max() < 1e-6
 
 
-def test_bone_length_inputs_add_one_feature_and_need_a_window():
+def test_bone_length_inputs_add_two_features_and_need_a_window():
     plain = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True,
                                         reprojection_inputs=True))
     wider = PoseDenoiser(DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True,
@@ -164,7 +164,7 @@ def test_bone_length_inputs_add_one_feature_and_need_a_window():
                                     causal=True))
 
 
-def test_output_gate_starts_at_one_and_can_switch_a_joint_off():
+def test_output_gate_starts_at_one_and_can_switch_the_correction_off():
     torch.manual_seed(0)
     config = DenoiserConfig(window=5, depth=1, width=16, bone_inputs=True)
     plain = PoseDenoiser(config)

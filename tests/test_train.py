@@ -330,8 +330,8 @@ def test_config_validation(tmp_path):
             # ... except that a continued run may add the reprojection or bone-length
             # inputs or the output gate, or make the model causal
             source_model = {**DEFAULTS["model"], **source["info"]["config"]["model"]}
-            for setting in ("reprojection_inputs", "bone_length_inputs", "output_gate",
-                            "causal"):
+            from d3p_model.train.loop import ADDABLE_SETTINGS
+            for setting in ADDABLE_SETTINGS:
                 if config["model"][setting]:
                     source_model[setting] = True
             assert source_model == config["model"]

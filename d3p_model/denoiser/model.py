@@ -45,10 +45,10 @@ class DenoiserConfig:
     reprojection_inputs: bool = False
     # With bone_length_inputs, each joint also gets how much its bone to the parent is longer
     # than that bone's mean length over the window, and the RMS of that over the window
-    # (bone_length_change). A correct skeleton keeps its bone lengths (Human3.6M's ground
-    # truth to 0.003 mm), a lifter's do not (2.4 mm std within 27 frames): the cue to leave a
-    # skeleton, or a joint, alone, which the net did not learn from the bone vectors
-    # (docs/refiner.md, "Bone lengths"). It needs the whole window: not for a causal model.
+    # (bone_length_change). A correct skeleton keeps its bone lengths, a lifter's output
+    # does not: the cue to leave a skeleton, or a joint, alone, which the net did not learn
+    # from the bone vectors (docs/refiner.md, "Bone lengths"). It needs the whole window:
+    # not for a causal model.
     bone_length_inputs: bool = False
     # output_gate: each joint's predicted error is multiplied by 2 sigmoid(g), g a linear
     # function of the same final token (starting at 0, i.e. a factor of 1: a model continued
@@ -146,9 +146,9 @@ def input_features(config: DenoiserConfig) -> int:
         + (2 if config.bone_length_inputs else 0)
 
 
-# Unit of the bone-length inputs: a lifter's bones change by 1-2.5 mm (std) within 27
-# frames, so in this unit its changes are O(1); in metres (as the pose inputs) they were too
-# small for the network to react to (docs/refiner.md, "Bone lengths").
+# Unit of the bone-length inputs: a lifter's bones change by millimetres within a window, so
+# in this unit its changes are O(1); in metres (as the pose inputs) they were too small for
+# the network to react to (docs/refiner.md, "Bone lengths").
 BONE_LENGTH_UNIT_M = 0.002
 
 

@@ -161,33 +161,32 @@ def _sparse_offsets(error, config, generator):
     return offset[:, None].to(error.dtype)
 
 
+# Model settings a run continued from another model (init_from) may switch on, never off.
+ADDABLE_SETTINGS = ("reprojection_inputs", "bone_length_inputs", "output_gate", "causal")
+
+
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
     """Start from another run's trained denoiser (a continued training). The architectures
-    must match, except that this run may add the reprojection or bone-length inputs (their
-    embedding columns start at zero, so the continued model starts as exactly the source
-    model) or the output gate (a factor of 1 at the start), may make a windowed model causal (its frame embedding is dropped; the offset
-    biases start at zero, and the network then has to learn to work from the past alone),
-    and may give a windowed model a longer window (its frame embedding is stretched linearly over the new
-    window: the network starts as the source model seeing the motion slowed down, and
-    learns the longer context from there; a window of 81 from scratch did not reach its
-    input's accuracy in the session budget)."""
+    must match, except that this run may switch on a setting of ADDABLE_SETTINGS: add the
+    reprojection or bone-length inputs (their embedding columns start at zero, so the
+    continued model starts as exactly the source model) or the output gate (a factor of 1 at
+    the start), or make a windowed model causal (its frame embedding is dropped; the offset
+    biases start at zero, and the network then has to learn to work from the past alone);
+    and it may give a windowed model a longer window (its frame embedding is stretched
+    linearly over the new window: the network starts as the source model seeing the motion
+    slowed down, and learns the longer context from there; a window of 81 from scratch did
+    not reach its input's accuracy in the session budget)."""
     source = D3PRefiner.load(resolve_data_path(model_dir))
     source_config = source.denoiser.config
     longer = (not model.config.causal and not source_config.causal
               and model.config.window > source_config.window)
-    widened = dataclasses.replace(source_config,
-                                  reprojection_inputs=model.config.reprojection_inputs,
-                                  bone_length_inputs=model.config.bone_length_inputs,
-                                  output_gate=model.config.output_gate,
-                                  causal=model.config.causal,
+    switched = {name: getattr(model.config, name) for name in ADDABLE_SETTINGS}
+    widened = dataclasses.replace(source_config, **switched,
                                   window=model.config.window if longer else source_config.window)
-    if widened != model.config or (source_config.reprojection_inputs
-                                   and not model.config.reprojection_inputs) \
-            or (source_config.bone_length_inputs and not model.config.bone_length_inputs) \
-            or (source_config.output_gate and not model.config.output_gate) \
+    dropped = any(getattr(source_config, name) and not on for name, on in switched.items())
+    if widened != model.config or dropped \
             or (source_config.bone_length_inputs   # new columns are appended, after these
-                and model.config.reprojection_inputs and not source_config.reprojection_inputs) \
-            or (source_config.causal and not model.config.causal):
+                and model.config.reprojection_inputs and not source_config.reprojection_inputs):
         raise ConfigError(f"init_from {model_dir}: its denoiser {source_config} differs "
                           f"from this run's {model.config}")
     state = source.denoiser.state_dict()
