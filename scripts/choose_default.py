@@ -4,7 +4,8 @@ VALIDATION split only.
 
     .venv/bin/python scripts/choose_default.py MODEL_NAME [MODEL_NAME ...] \
         [--strides 27 21 18 13 9] [--stride-tolerance-mm 0.05] [--thresholds 0 2 4 ...] \
-        [--sequence-stride 2] [--apply]
+        [--sequence-stride 2] [--harm-margin-mm 0] [--incumbent NAME --gain-margin-mm 0]
+        [--apply]
 
 For each candidate (d3p_model/models/refiner/<name>/model) it takes the validation sequences
 its training held out (model.json info.training.validation_keys: takes of the training
@@ -19,10 +20,13 @@ subjects, never S9/S11) from its own training file, and measures
     final correction soft-thresholded by that many mm; it acts after the windows are
     blended, so one refinement serves every threshold), the refined MPJPE and do no harm on
     the ground truth of those sequences (clean, i.i.d. 10/20 mm, offset).
-A (candidate, threshold) qualifies when it improves every noisy do-no-harm case and the
-lifter's output; each candidate gets the qualified threshold with the lowest refined
-validation MPJPE (none qualifies: the one failing the fewest cases, then the lowest error),
-and the default is the qualified candidate with the lowest refined validation MPJPE.
+A (candidate, threshold) qualifies when it improves every noisy do-no-harm case (by more
+than --harm-margin-mm) and the lifter's output; each candidate gets the qualified threshold
+with the lowest refined validation MPJPE (none qualifies: the one failing the fewest cases,
+then the lowest error), and the default is the qualified candidate with the lowest refined
+validation MPJPE. With --incumbent (the model that ships now), a challenger replaces it only
+when it is clearly better (`clearly_better`): it qualifies where the incumbent does not, or
+it is --gain-margin-mm lower without failing more.
 --apply writes each candidate's stride and threshold into its model.json (inference
 settings: the weights and their ONNX export do not change). Setting DEFAULT_MODEL in
 d3p_model/refiner.py is left to the person who reads the table.
@@ -48,7 +52,8 @@ if str(REPO_ROOT) not in sys.path:
 from d3p_model.data.predictions import load_predictions  # noqa: E402
 from d3p_model.data.windows import (refine_window_batches, stitch_windows,  # noqa: E402
                                     window_starts)
-from d3p_model.evaluate.do_no_harm import (evaluate_do_no_harm, harm_failures,  # noqa: E402
+from d3p_model.evaluate.do_no_harm import (MIN_GAIN_MM, evaluate_do_no_harm,  # noqa: E402
+                                           harm_failures,
                                            mean_joint_error_mm as mpjpe_mm)
 from d3p_model.evaluate.metrics import acceleration_error_per_frame  # noqa: E402
 from d3p_model.refiner import D3PRefiner  # noqa: E402
@@ -109,7 +114,7 @@ def coarsest_within(by_stride: dict, tolerance_mm: float) -> int:
 
 
 def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
-           stride_tolerance_mm: float = 0.0) -> dict:
+           stride_tolerance_mm: float = 0.0, harm_margin_mm: float = MIN_GAIN_MM) -> dict:
     refiner = D3PRefiner.load(MODELS / name / "model")
     sequences = list(validation_sequences(refiner, every))
     frames = sum(s[2].shape[0] for s in sequences)
@@ -150,22 +155,66 @@ def assess(name: str, strides, every: int, thresholds_mm=(0.0,),
                                      in zip(outputs[best], sequences)], sequences)
         harm = evaluate_do_no_harm(lambda kp, pose: limit(pose, refine_case(kp, pose)),
                                    ((k, kp, truth) for k, kp, _, truth in sequences))
-        failures = harm_failures(harm)
-        by_threshold[float(mm)] = {"refined_mm": refined, "do_no_harm": harm,
-                                   "harmed": failures,
-                                   "qualifies": not failures and refined < lifter}
+        by_threshold[float(mm)] = {"refined_mm": refined, "do_no_harm": harm}
         print(f"{name} stride {best} threshold {mm:g} mm: {lifter:.2f} -> {refined:.2f} mm, "
-              f"harmed {failures}", flush=True)
-    chosen = min(by_threshold, key=lambda mm: (not by_threshold[mm]["qualifies"],
-                                               len(by_threshold[mm]["harmed"]),
-                                               by_threshold[mm]["refined_mm"]))
-    row = by_threshold[chosen]
-    return {"name": name, "sequences": len(sequences), "frames": frames,
-            "lifter_mm": lifter, "refined_mm_by_stride": by_stride, "best_stride": best,
-            "lifter_accel": lifter_accel, "blending_by_stride": blending,
-            "by_threshold": by_threshold, "best_threshold": chosen,
-            "refined_mm": row["refined_mm"], "do_no_harm": row["do_no_harm"],
-            "harmed": row["harmed"], "qualifies": row["qualifies"]}
+              f"harmed {harm_failures(harm, harm_margin_mm)}", flush=True)
+    return judge({"name": name, "sequences": len(sequences), "frames": frames,
+                  "lifter_mm": lifter, "refined_mm_by_stride": by_stride, "best_stride": best,
+                  "lifter_accel": lifter_accel, "blending_by_stride": blending,
+                  "by_threshold": by_threshold}, harm_margin_mm)
+
+
+def judge(row: dict, harm_margin_mm: float) -> dict:
+    """Each threshold's verdict at this margin, and the threshold the candidate gets. Kept
+    apart from the measuring so that rows measured by an earlier run are judged by this
+    run's margin."""
+    for t in row["by_threshold"].values():
+        t["harmed"] = harm_failures(t["do_no_harm"], harm_margin_mm)
+        t["qualifies"] = not t["harmed"] and t["refined_mm"] < row["lifter_mm"]
+    chosen = min(row["by_threshold"], key=lambda mm: (not row["by_threshold"][mm]["qualifies"],
+                                                      len(row["by_threshold"][mm]["harmed"]),
+                                                      row["by_threshold"][mm]["refined_mm"]))
+    at = row["by_threshold"][chosen]
+    row.update(best_threshold=chosen, refined_mm=at["refined_mm"], do_no_harm=at["do_no_harm"],
+               harmed=at["harmed"], qualifies=at["qualifies"])
+    return row
+
+
+def failed_checks(row: dict) -> int:
+    """Noisy do-no-harm cases not improved, plus one if the lifter's output is not."""
+    return len(row["harmed"]) + (row["refined_mm"] >= row["lifter_mm"])
+
+
+def clearly_better(challenger: dict, incumbent: dict, gain_margin_mm: float) -> bool:
+    """Whether a challenger should replace the shipped model: it qualifies where the
+    incumbent does not; or both qualify and it is `gain_margin_mm` lower on validation; or
+    neither does and it fails fewer checks, or as many with no worse a worst harm and an error
+    `gain_margin_mm` lower. The margins are there because validation and the test subjects
+    differ by more than the differences between candidates."""
+    if challenger["qualifies"] != incumbent["qualifies"]:
+        return challenger["qualifies"]
+    lower = challenger["refined_mm"] <= incumbent["refined_mm"] - gain_margin_mm
+    if challenger["qualifies"]:
+        return lower
+    fewer = failed_checks(challenger) - failed_checks(incumbent)
+    return fewer < 0 or (fewer == 0 and worst_harm(challenger) <= worst_harm(incumbent)
+                         and lower)
+
+
+def choose(rows: list, incumbent: str | None = None, gain_margin_mm: float = 0.0):
+    """(the chosen row, or None; the least harmful row where none qualifies, else None)."""
+    if incumbent is not None:
+        kept = next(r for r in rows if r["name"] == incumbent)
+        better = [r for r in rows if r is not kept and clearly_better(r, kept, gain_margin_mm)]
+        best = min(better, key=lambda r: (not r["qualifies"], failed_checks(r), worst_harm(r),
+                                          r["refined_mm"])) if better else kept
+        return (best, None) if best["qualifies"] else (None, best)
+    qualified = [r for r in rows if r["qualifies"]]
+    if qualified:
+        return min(qualified, key=lambda r: r["refined_mm"]), None
+    # none qualifies: the least harmful (fewest failed cases, then the smallest worst harm,
+    # then the lowest validation error) is what stays shipped, and the page says it fails
+    return None, min(rows, key=lambda r: (len(r["harmed"]), worst_harm(r), r["refined_mm"]))
 
 
 def main(argv=None) -> int:
@@ -179,6 +228,15 @@ def main(argv=None) -> int:
                         metavar="MM", help="correction thresholds to try, mm (0: off)")
     parser.add_argument("--sequence-stride", type=int, default=2, metavar="K",
                         help="every K-th validation sequence (default 2)")
+    parser.add_argument("--harm-margin-mm", type=float, default=MIN_GAIN_MM, metavar="MM",
+                        help="a noisy do-no-harm case counts as improved only when the refined "
+                             "error is more than MM below its input (default: float rounding)")
+    parser.add_argument("--incumbent", default=None, metavar="NAME",
+                        help="the model that ships now (one of the candidates): kept unless a "
+                             "challenger is clearly better")
+    parser.add_argument("--gain-margin-mm", type=float, default=0.0, metavar="MM",
+                        help="with --incumbent: how much lower a challenger's validation "
+                             "MPJPE must be to replace it")
     parser.add_argument("--apply", action="store_true",
                         help="write each candidate's best stride and threshold into its "
                              "model.json")
@@ -193,27 +251,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     command = shlex.join(["scripts/choose_default.py",
                           *(argv if argv is not None else sys.argv[1:])])
+    if args.incumbent is not None and args.incumbent not in args.models:
+        parser.error(f"--incumbent {args.incumbent} is not one of the candidates")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         rows, command = saved["rows"], saved["command"]
+        judged_by = parser.parse_args(shlex.split(command.split(REUSED)[0])[1:])
+        args.harm_margin_mm, args.incumbent, args.gain_margin_mm = (
+            judged_by.harm_margin_mm, judged_by.incumbent, judged_by.gain_margin_mm)
         for r in rows:
             json_keys_to_numbers(r)
     else:
         earlier = reusable_rows(parser, args)
         rows = [earlier[name] if name in earlier else
                 assess(name, args.strides, args.sequence_stride, args.thresholds,
-                       args.stride_tolerance_mm)
+                       args.stride_tolerance_mm, args.harm_margin_mm)
                 for name in args.models]
         sources = sorted({earlier[name]["measured_by"] for name in args.models
                           if name in earlier})
         if sources:
             command += REUSED + "; ".join(sources) + ")"
-    qualified = [r for r in rows if r["qualifies"]]
-    chosen = min(qualified, key=lambda r: r["refined_mm"]) if qualified else None
-    # none qualifies: the least harmful (fewest failed cases, then the smallest worst harm,
-    # then the lowest validation error) is what stays shipped, and the page says it fails
-    fallback = None if chosen else min(rows, key=lambda r: (len(r["harmed"]), worst_harm(r),
-                                                            r["refined_mm"]))
+    rows = [judge(r, args.harm_margin_mm) for r in rows]
+    chosen, fallback = choose(rows, args.incumbent, args.gain_margin_mm)
     document = {"command": command, "rows": rows,
                 "chosen": chosen and {"name": chosen["name"], "stride": chosen["best_stride"],
                                       THRESHOLD_KEY: chosen["best_threshold"]},
@@ -268,13 +327,28 @@ def main(argv=None) -> int:
         for mm, t in sorted(r["by_threshold"].items()):
             lines.append(f"| {mm:g} | {t['refined_mm']:.2f} | " + harm_cells(t, cases)
                          + f" | {verdict(t)} |")
+    if args.harm_margin_mm > MIN_GAIN_MM:
+        lines += ["", f"A noisy do-no-harm case counts as improved only when the refined error is "
+                  f"more than {args.harm_margin_mm:g} mm below its input (`--harm-margin-mm`)."]
+    if args.incumbent:
+        lines += ["", f"`{args.incumbent}` ships now and stays unless a challenger is clearly "
+                  "better: it qualifies where the incumbent does not; or both qualify and it is "
+                  f"at least {args.gain_margin_mm:g} mm lower; or neither qualifies and it fails "
+                  "fewer checks, or as many with no worse a worst harm (refined / input error of "
+                  f"the case it fails worst) and an error at least {args.gain_margin_mm:g} mm "
+                  "lower (`--gain-margin-mm`)."]
+        least = ("No candidate qualifies; the one that ships is "
+                 f"**{fallback['name']}**" if fallback else "")
+    else:
+        least = ("No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
+                 "then the smallest worst harm: refined / input error of the case it fails "
+                 f"worst, then the lowest validation error) is **{fallback['name']}**"
+                 if fallback else "")
     lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']}, "
                    f"correction threshold {chosen['best_threshold']:g} mm." if chosen else
-                   "No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
-                   "then the smallest worst harm: refined / input error of the case it fails "
-                   f"worst, then the lowest validation error) is **{fallback['name']}** at stride "
-                   f"{fallback['best_stride']}, threshold {fallback['best_threshold']:g} mm; it "
-                   f"still fails {', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
+                   f"{least} at stride {fallback['best_stride']}, threshold "
+                   f"{fallback['best_threshold']:g} mm; it still fails "
+                   f"{', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.apply:

@@ -25,7 +25,7 @@ Each directory is one training run of `d3p train` (`d3p_model/train/loop.py`): `
 command line, git commit, torch version, times), `loss.png`, and `model/`, the model
 directory `D3PRefiner.load` reads. `checkpoint.pt` is not committed. All of them are
 trained by `scripts/train_refiners.sh` (resumable, two runs at a time, one CPU thread each),
-from the lifter's prediction files (`d3p predict`), in eight phases: from scratch the
+from the lifter's prediction files (`d3p predict`), in nine phases: from scratch the
 `_blind` models (`_blind_real`: the lifter's real errors instead of the CND); then the
 `_keep` models, which continue a `_blind` model (`init_from`); then the `_reproj` models,
 which continue a `_keep` model with the 2D-consistency input (`reprojection_inputs`;
@@ -41,7 +41,8 @@ then the 4-epoch ablations of `h36m_sh2d_t27_blind`. `h36m_gt2d_t27_reproj18` is
 (`_reproj12` with a warm restart), not published; so are `h36m_<s>_t27_bones` (8 epochs more
 with the bone-length inputs) and `h36m_sh2d_t27_gate` (`h36m_sh2d_t27_bones` with the output
 gate), measured by `scripts/results_trials.sh` (docs/refiner.md, "Bone lengths and an output
-gate"). The default model of the node's lagged
+gate"), and the `h36m_<s>_t27_extended` trials (32 epochs more, judged by the rule with margins
+in docs/refiner.md, "Longer training"). The default model of the node's lagged
 mode and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}
 

@@ -49,5 +49,6 @@ run_phase h36m_gt2d_t27_reproj12 h36m_sh2d_t27_reproj12 h36m_sh2d_t27_causal h36
 run_phase h36m_gt2d_t81_reproj h36m_sh2d_t243_reproj h36m_sh2d_t27_rigid
 run_phase h36m_sh2d_t27_bones h36m_gt2d_t27_bones
 run_phase h36m_sh2d_t27_gate
+run_phase h36m_gt2d_t27_extended h36m_sh2d_t27_extended
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8

@@ -85,7 +85,9 @@ def test_a_refiner_that_changes_nothing_never_qualifies(models, tmp_path, monkey
 
 def fake_row(name, lifter, by_stride, harmed, threshold=0.0):
     """What assess() returns, for a candidate measured at one threshold."""
-    harm = {c: {"input_mm": 10.0, "refined_mm": 5.0} for c in ("clean", "iid_10mm")}
+    # a harmed case ends above its input, the others well below it
+    harm = {c: {"input_mm": 10.0, "refined_mm": 12.0 if c in harmed else 5.0}
+            for c in ("clean", "iid_10mm", "offset_30mm")}
     best = min(by_stride, key=by_stride.get)
     qualifies = not harmed and by_stride[best] < lifter
     at = {"refined_mm": by_stride[best], "do_no_harm": harm, "harmed": harmed,
@@ -141,6 +143,68 @@ def test_with_none_qualifying_the_one_that_harms_least_stays(models, tmp_path, m
     choose_default.main(["cand", "cand_depth6", "--docs", str(tmp_path)])
     assert json.loads((tmp_path / "default_choice.json").read_text()
                       )["least_harmful"]["name"] == "cand"
+
+def margin_row(name, refined_mm, offset_refined, lifter=30.0):
+    """A candidate at one threshold whose offset case ends at `offset_refined` (input 5.0)."""
+    row = fake_row(name, lifter, {5: refined_mm}, [])
+    row["by_threshold"][0.0]["do_no_harm"] = row["do_no_harm"] = {
+        **row["do_no_harm"], "offset_30mm": {"input_mm": 5.0, "refined_mm": offset_refined}}
+    return row
+
+
+def test_a_harm_margin_fails_a_case_improved_by_less(models, tmp_path, monkeypatch):
+    """4.8 mm out of a 5.0 mm case passes by itself and fails a 0.5 mm margin; rows measured
+    by an earlier run are judged again by this run's margin, and so is a rebuilt page."""
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    monkeypatch.setattr(choose_default, "assess", lambda name, *settings:
+                        margin_row(name, 27.0, {"cand": 4.8, "identity": 4.0}[name]))
+    choose_default.main(["cand", "identity", "--strides", "5", "--docs", str(tmp_path)])
+    assert json.loads((tmp_path / "default_choice.json").read_text())["chosen"]["name"] == "cand"
+    choose_default.main(["cand", "identity", "--strides", "5", "--docs", str(tmp_path / "m"),
+                         "--harm-margin-mm", "0.5",
+                         "--reuse", str(tmp_path / "default_choice.json")])
+    document = json.loads((tmp_path / "m" / "default_choice.json").read_text())
+    assert document["chosen"]["name"] == "identity"
+    assert {r["name"]: r["harmed"] for r in document["rows"]} == \
+        {"cand": ["offset_30mm"], "identity": []}
+    page = (tmp_path / "m" / "default_choice.md").read_text()
+    assert "more than 0.5 mm below its input" in page
+    choose_default.main(["cand", "--docs", str(tmp_path / "r"),
+                         "--from-json", str(tmp_path / "m" / "default_choice.json")])
+    assert (tmp_path / "r" / "default_choice.md").read_text() == page
+
+
+@pytest.mark.parametrize("incumbent, challenger, replaced", [
+    # both qualify: the challenger must be the gain margin lower
+    ((28.0, 4.0), (27.8, 4.0), False),
+    ((28.0, 4.0), (27.6, 4.0), True),
+    # it qualifies where the incumbent does not: replaced, even at a higher error
+    ((28.0, 6.0), (28.5, 4.0), True),
+    # the incumbent qualifies and the challenger does not: never, however low
+    ((28.0, 4.0), (20.0, 6.0), False),
+    # neither qualifies: lower by the margin and no worse a harm, or not at all
+    ((28.0, 6.0), (27.5, 6.0), True),
+    ((28.0, 6.0), (27.5, 6.5), False),
+    ((28.0, 6.0), (27.8, 5.5), False),
+])
+def test_the_incumbent_stays_unless_a_challenger_is_clearly_better(
+        models, tmp_path, monkeypatch, incumbent, challenger, replaced):
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    fake = {"identity": incumbent, "cand": challenger}
+    monkeypatch.setattr(choose_default, "assess", lambda name, *settings:
+                        margin_row(name, *fake[name]))
+    choose_default.main(["identity", "cand", "--docs", str(tmp_path), "--incumbent", "identity",
+                         "--gain-margin-mm", "0.3"])
+    document = json.loads((tmp_path / "default_choice.json").read_text())
+    named = (document["chosen"] or document["least_harmful"])["name"]
+    assert named == ("cand" if replaced else "identity")
+    assert "`identity` ships now" in (tmp_path / "default_choice.md").read_text()
+
+
+def test_the_incumbent_must_be_a_candidate(models, tmp_path):
+    with pytest.raises(SystemExit):
+        choose_default.main(["cand", "--docs", str(tmp_path), "--incumbent", "identity"])
+
 
 def test_the_coarsest_stride_within_the_tolerance_is_taken():
     by_stride = {27: 30.10, 21: 30.04, 13: 30.01, 9: 30.00, 3: 30.02}
