@@ -14,14 +14,16 @@ CND_FILE = "cnd.pt"
 
 # The shipped refiner: detected 2D (what a robot has), T = 27 (short lag in lagged mode),
 # retrained on the base lifter's held-out outputs (issue 13), with the 2D-consistency input
-# (reprojection_inputs), chosen on the validation split by scripts/choose_default.py
-# (docs/results/default_choice.md), inference stride 21 in its model.json. No candidate passes
-# every do-no-harm case; this one fails the fewest and harms least (docs/refiner.md). Trained
-# by `scripts/train_refiners.sh h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj
-# h36m_sh2d_t27_reproj12 h36m_sh2d_t27_rigid` (five phases: from scratch, then four
-# continuations; the last shows skeletons correct but for a few offset joints).
-DEFAULT_MODEL = "h36m_sh2d_t27_rigid"
-# The node's causal mode: h36m_sh2d_t27_reproj (DEFAULT_MODEL's source) made causal and
+# (reprojection_inputs), the bone-length inputs and the output gate, named on the validation
+# split by scripts/choose_default.py under the margin rule fixed before it was measured on
+# S9/S11 (docs/results/extended_choice_sh2d.md; docs/refiner.md, "Longer training"); inference
+# stride 18 and correction threshold 2 mm in its model.json. No candidate passes every
+# do-no-harm case; this one harms least. Trained by `scripts/train_refiners.sh
+# h36m_sh2d_t27_blind h36m_sh2d_t27_keep h36m_sh2d_t27_reproj h36m_sh2d_t27_reproj12
+# h36m_sh2d_t27_rigid h36m_sh2d_t27_bones h36m_sh2d_t27_gate h36m_sh2d_t27_extended` (from
+# scratch, then seven continuations, run as the script's phases).
+DEFAULT_MODEL = "h36m_sh2d_t27_extended"
+# The node's causal mode: h36m_sh2d_t27_reproj (an ancestor of DEFAULT_MODEL) made causal and
 # fine-tuned (configs/h36m_sh2d_t27_causal.yaml), so that a stream refines each new frame
 # alone (docs/refiner.md, "A causal model for streaming"; its accuracy against a windowed
 # model in causal mode: docs/performance.md).

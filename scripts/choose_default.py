@@ -253,6 +253,9 @@ def main(argv=None) -> int:
                           *(argv if argv is not None else sys.argv[1:])])
     if args.incumbent is not None and args.incumbent not in args.models:
         parser.error(f"--incumbent {args.incumbent} is not one of the candidates")
+    if args.incumbent is not None and args.apply:
+        parser.error("--apply with --incumbent would rewrite the incumbent's published settings "
+                     "with its row at this margin: apply a challenger by a run of its own")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         rows, command = saved["rows"], saved["command"]
@@ -337,18 +340,26 @@ def main(argv=None) -> int:
                   "fewer checks, or as many with no worse a worst harm (refined / input error of "
                   f"the case it fails worst) and an error at least {args.gain_margin_mm:g} mm "
                   "lower (`--gain-margin-mm`)."]
-        least = ("No candidate qualifies; the one that ships is "
-                 f"**{fallback['name']}**" if fallback else "")
+        named = chosen or fallback
+        fails = "" if named["qualifies"] else \
+            f", failing {', '.join(named['harmed']) or 'to improve the lifter'}"
+        decision = (f"No challenger is clearly better: **{named['name']}** stays, with the "
+                    "stride and threshold it ships with (at this margin its best row is "
+                    f"stride {named['best_stride']}, threshold {named['best_threshold']:g} mm"
+                    f"{fails})." if named["name"] == args.incumbent else
+                    f"**{named['name']}** replaces it, at stride {named['best_stride']}, "
+                    f"threshold {named['best_threshold']:g} mm{fails}.")
+    elif chosen:
+        decision = (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']}, "
+                    f"correction threshold {chosen['best_threshold']:g} mm.")
     else:
-        least = ("No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
-                 "then the smallest worst harm: refined / input error of the case it fails "
-                 f"worst, then the lowest validation error) is **{fallback['name']}**"
-                 if fallback else "")
-    lines += ["", (f"Chosen: **{chosen['name']}**, inference stride {chosen['best_stride']}, "
-                   f"correction threshold {chosen['best_threshold']:g} mm." if chosen else
-                   f"{least} at stride {fallback['best_stride']}, threshold "
-                   f"{fallback['best_threshold']:g} mm; it still fails "
-                   f"{', '.join(fallback['harmed']) or 'to improve the lifter'}.")]
+        decision = ("No candidate qualifies. The least harmful (fewest failed do-no-harm cases, "
+                    "then the smallest worst harm: refined / input error of the case it fails "
+                    f"worst, then the lowest validation error) is **{fallback['name']}** at "
+                    f"stride {fallback['best_stride']}, threshold {fallback['best_threshold']:g} "
+                    "mm; it still fails "
+                    f"{', '.join(fallback['harmed']) or 'to improve the lifter'}.")
+    lines += ["", decision]
     (args.docs / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.apply:

@@ -54,7 +54,7 @@ MAIN_WINDOW = 27                 # figures use this T (else the largest one eval
 # and window exists, for the reason given in NO_MODEL.
 MAIN_RUNS = {
     ("gt2d", 27): "h36m_gt2d_t27_reproj12",
-    ("sh2d", 27): "h36m_sh2d_t27_rigid",
+    ("sh2d", 27): "h36m_sh2d_t27_extended",
     ("gt2d", 81): "h36m_gt2d_t81_reproj",
     ("sh2d", 81): "h36m_sh2d_t81_reproj",
     ("gt2d", 243): None,

@@ -198,12 +198,18 @@ def test_the_incumbent_stays_unless_a_challenger_is_clearly_better(
     document = json.loads((tmp_path / "default_choice.json").read_text())
     named = (document["chosen"] or document["least_harmful"])["name"]
     assert named == ("cand" if replaced else "identity")
-    assert "`identity` ships now" in (tmp_path / "default_choice.md").read_text()
+    page = (tmp_path / "default_choice.md").read_text()
+    assert "`identity` ships now" in page
+    assert ("**cand** replaces it" if replaced else "**identity** stays") in page
 
 
-def test_the_incumbent_must_be_a_candidate(models, tmp_path):
+def test_the_incumbent_must_be_a_candidate_and_keeps_its_settings(models, tmp_path):
     with pytest.raises(SystemExit):
         choose_default.main(["cand", "--docs", str(tmp_path), "--incumbent", "identity"])
+    # --apply would write the incumbent's row at the margin over what it ships with
+    with pytest.raises(SystemExit):
+        choose_default.main(["cand", "identity", "--docs", str(tmp_path),
+                             "--incumbent", "identity", "--apply"])
 
 
 def test_the_coarsest_stride_within_the_tolerance_is_taken():
