@@ -93,9 +93,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 
 def stream(refine_windows, keypoints, pose, window: int, lag: int, stride: int,
-           batch_size: int) -> tuple[dict, int]:
-    """Push a sequence through WindowManager as the node does; returns {frame: refined pose}
-    and the number of windows refined."""
+           batch_size: int, correction_threshold: float = 0.0) -> tuple[dict, int]:
+    """Push a sequence through WindowManager as the node does (each joint's blended correction
+    soft-thresholded by the model's `correction_threshold`, metres, as the node passes it);
+    returns {frame: refined pose} and the number of windows refined."""
     import numpy as np
 
     from d3p_ros.windows import WindowManager
@@ -114,7 +115,7 @@ def stream(refine_windows, keypoints, pose, window: int, lag: int, stride: int,
         refined = refine_windows(np.stack([w.keypoints_2d for w in chunk]),
                                  np.stack([w.pose_3d for w in chunk]))
         for w, out in zip(chunk, refined):       # in the order they were taken
-            frames, uncovered = manager.complete(w, out)
+            frames, uncovered = manager.complete(w, out, correction_threshold)
             if uncovered:
                 raise AssertionError(f"{uncovered} frame(s) published without a window")
             published.update({frame.payload: value for frame, value in frames})
@@ -210,7 +211,8 @@ def main(argv=None) -> int:
                 streams[key_] = stream_causal_model(causal_refiner, keypoints, pose)
             elif key_ not in streams:
                 streams[key_] = stream(refiner.refine_windows, keypoints, pose, window,
-                                       mode["lag"], mode["stride"], args.batch_size)
+                                       mode["lag"], mode["stride"], args.batch_size,
+                                       refiner.correction_threshold)
             published, windows = streams[key_]
             if mode["stale"]:
                 published = with_stale_correction(published, pose, mode["stale"])
