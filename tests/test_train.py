@@ -335,7 +335,7 @@ def test_config_validation(tmp_path):
                 if config["model"][setting]:
                     source_model[setting] = True
             assert source_model == config["model"]
-            assert source["info"]["config"]["data"] == config["data"]
+            assert {**DEFAULTS["data"], **source["info"]["config"]["data"]} == config["data"]
             assert source["info"]["config"]["seed"] == config["seed"]  # same validation split
 
 
@@ -489,3 +489,34 @@ def test_identity_windows_and_sparse_offsets(tmp_path, monkeypatch):
                 {"offset_mm": -1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load_config({**MICRO, **bad})
+
+
+def test_a_held_out_subject_is_the_validation_split(tmp_path):
+    """data.validation_subjects holds out every take of those subjects and nothing else; a run
+    continued from a model that trained on them is refused (the subject must be held out of
+    the whole chain), one continued from a model that held them out too is not."""
+    held = {**MICRO, "data": {**MICRO["data"], "validation_subjects": ["SYN2"]}}
+    model_dir = train_from_config(held, tmp_path / "held", progress=False)
+    keys = D3PRefiner.load(model_dir).info["training"]["validation_keys"]
+    every = make_synthetic_predictions(**MICRO["data"]["train"]["synthetic"]).sequences
+    assert sorted(keys) == sorted(k for k in every if k.startswith("SYN2/")) and keys
+    train_from_config({**held, "init_from": str(model_dir)}, tmp_path / "continued",
+                      progress=False)
+    by_takes = train_from_config(MICRO, tmp_path / "takes", progress=False)
+    assert not {k for k in every if k.startswith("SYN2/")} <= \
+        set(D3PRefiner.load(by_takes).info["training"]["validation_keys"])
+    with pytest.raises(ConfigError, match="held out of its source"):
+        train_from_config({**held, "init_from": str(by_takes)}, tmp_path / "leaky",
+                          progress=False)
+
+
+@pytest.mark.parametrize("subjects, message", [
+    (["S9"], "never a validation split"),
+    (["SYN7"], "not in the training file"),
+    (["SYN1", "SYN2", "SYN3"], "nothing to train on"),
+    ([], "non-empty list"),
+])
+def test_validation_subjects_refusals(tmp_path, subjects, message):
+    config = {**MICRO, "data": {**MICRO["data"], "validation_subjects": subjects}}
+    with pytest.raises(ConfigError, match=message):
+        train_from_config(config, tmp_path / "run", progress=False)

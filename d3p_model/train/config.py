@@ -22,6 +22,9 @@ DEFAULTS = {
         # subjects), or {"synthetic": {...make_synthetic_predictions arguments...}}
         "train": None,
         "validation_fraction": 0.1,   # sequence groups held out for validation/calibration
+        # or whole subjects held out instead (e.g. [S8]): other takes of a training subject
+        # share its proportions, so a take-level split can reward learning them (refiner.md)
+        "validation_subjects": None,
         "frame_subsample": 1,         # keep every n-th frame (changes the frame rate!)
         "allow_test_subjects": False, # refuse S9/S11 and files named test.npz unless true
     },
@@ -191,6 +194,12 @@ def _validate(config: dict, where: str) -> None:
     need(isinstance(config["steps"], int) and 1 <= config["steps"] <= config["timesteps"],
          "steps must be in 1..timesteps")
     need(0 <= config["data"]["validation_fraction"] < 1, "data.validation_fraction must be in [0, 1)")
+    held = config["data"]["validation_subjects"]
+    need(held is None or (isinstance(held, list) and held
+                          and all(isinstance(x, str) and x for x in held)),
+         "data.validation_subjects must be null or a non-empty list of subject names")
+    need(not held or not set(held) & {"S9", "S11"},
+         "data.validation_subjects: the test subjects S9/S11 are never a validation split")
     need(isinstance(config["data"]["frame_subsample"], int) and config["data"]["frame_subsample"] >= 1,
          "data.frame_subsample must be an int >= 1")
     optim = config["optim"]

@@ -67,6 +67,20 @@ def split_validation(keys, fraction: float, seed: int) -> tuple[list[str], list[
     return train, val
 
 
+def split_validation_subjects(keys, subjects) -> tuple[list[str], list[str]]:
+    """Hold out every take of the given subjects ('S8/Walking 1/...' is S8's)."""
+    keys = sorted(keys)
+    present = {k.split("/")[0] for k in keys}
+    missing = sorted(set(subjects) - present)
+    if missing:
+        raise ConfigError(f"data.validation_subjects {missing}: not in the training file "
+                          f"(it has {sorted(present)})")
+    train = [k for k in keys if k.split("/")[0] not in subjects]
+    if not train:
+        raise ConfigError("data.validation_subjects holds out every subject: nothing to train on")
+    return train, [k for k in keys if k.split("/")[0] in subjects]
+
+
 class WindowSet:
     """Windows of `window` frames every `stride` frames over the given sequences."""
 

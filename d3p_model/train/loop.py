@@ -37,7 +37,8 @@ from ..diffusion.process import forward_noisy_pose
 from ..refiner import D3PRefiner, error_scale_per_joint
 from ..skeleton import NUM_JOINTS, ROOT
 from .config import REPO_ROOT, ConfigError, load_config, resolve_data_path
-from .dataset import WindowSet, load_training_predictions, split_validation
+from .dataset import (WindowSet, load_training_predictions, split_validation,
+                      split_validation_subjects)
 
 CHECKPOINT = "checkpoint.pt"
 NON_ROOT = [j for j in range(NUM_JOINTS) if j != ROOT]
@@ -163,6 +164,18 @@ def _sparse_offsets(error, config, generator):
 
 # Model settings a run continued from another model (init_from) may switch on, never off.
 ADDABLE_SETTINGS = ("reprojection_inputs", "bone_length_inputs", "output_gate", "causal")
+
+
+def _refuse_a_source_that_saw(model_dir, val_keys) -> None:
+    """A held-out subject must be held out of the whole chain of continued runs: the source
+    model's own validation keys must cover this run's."""
+    info = D3PRefiner.load(resolve_data_path(model_dir)).info
+    source_val = set(info.get("training", {}).get("validation_keys") or [])
+    seen = sorted(set(val_keys) - source_val)
+    if seen:
+        raise ConfigError(f"init_from {model_dir}: that model trained on {len(seen)} of this "
+                          f"run's validation sequences (e.g. {seen[0]}); a held-out subject "
+                          "must be held out of its source too")
 
 
 def _init_weights(model: PoseDenoiser, model_dir) -> None:
@@ -331,8 +344,14 @@ def train_from_config(config, out_dir=None, resume: bool = False, *,
     np.random.seed(seed % 2**32)
 
     predictions = load_training_predictions(config["data"])
-    train_keys, val_keys = split_validation(predictions.sequences, config["data"]
-                                            ["validation_fraction"], seed)
+    if config["data"]["validation_subjects"]:
+        train_keys, val_keys = split_validation_subjects(predictions.sequences,
+                                                         config["data"]["validation_subjects"])
+        if config["init_from"]:
+            _refuse_a_source_that_saw(config["init_from"], val_keys)
+    else:
+        train_keys, val_keys = split_validation(predictions.sequences, config["data"]
+                                                ["validation_fraction"], seed)
     subsample = config["data"]["frame_subsample"]
     frames = config["train_frames"] or config["window"]
     train_set = WindowSet(predictions, train_keys, frames, config["stride"], subsample)
