@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
-# The default list, in nine phases (a phase starts when the one before it is done):
+# The default list, in ten phases (a phase starts when the one before it is done):
 #   phase 1, from scratch (10 epochs each): h36m_gt2d_t27_blind (CND), h36m_gt2d_t27_blind_real
 #            (the lifter's real errors), h36m_sh2d_t27_blind;
 #   phase 2, the _keep models, which continue a phase-1 model (init_from) for 6 epochs:
@@ -29,7 +29,9 @@
 #            h36m_gt2d_t27_bones, the output gate added), h36m_sh2d_t27_extended (from
 #            h36m_sh2d_t27_gate);
 #   phase 9, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
-#            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8.
+#            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8;
+#   phase 10, from scratch with subject S8 held out whole (data.validation_subjects), the
+#            shipped recipe, 40 epochs: h36m_sh2d_t27_heldout_s8 (started 2026-12-07).
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
 set -euo pipefail
@@ -56,3 +58,4 @@ run_phase h36m_sh2d_t27_gate
 run_phase h36m_gt2d_t27_extended h36m_sh2d_t27_extended
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8
+run_phase h36m_sh2d_t27_heldout_s8
