@@ -58,30 +58,38 @@ class Evaluator(Node):
         super().__init__("d3p_evaluator")
         from d3p_ros.msg import Skeleton3DArray
         qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=200)
+        self._init_scores(args)
+        for stream, topic in zip(STREAMS, (args.topic_input, args.topic_refined, args.topic_truth)):
+            self.create_subscription(Skeleton3DArray, topic,
+                                     lambda msg, s=stream: self._on_message(s, msg), qos)
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._last_print = time.monotonic()
+        self.create_timer(0.1, self._tick)
+        self.done = False
+
+    def _init_scores(self, args) -> None:
+        """The scoring state (no ROS in it: the tests feed _on_message directly)."""
         self.args = args
         self.pending: OrderedDict = OrderedDict()    # (stamp_ns, track) -> {stream: (pose, frame_id)}
         self.errors = {"input": [], "refined": []}
         self.per_track: dict = {}
         self.received = dict.fromkeys(STREAMS, 0)
+        # skeletons, not messages: causal mode publishes one message per frame with every
+        # person, lagged mode one per person and window
+        self.skeletons = dict.fromkeys(STREAMS, 0)
         self.refined_frames = 0
         self.refined_nan = 0
         self.frame_id_mismatch = 0
         self.uncertainty_missing = 0
         self.last_message = None
         self.started = time.monotonic()
-        for stream, topic in zip(STREAMS, (args.topic_input, args.topic_refined, args.topic_truth)):
-            self.create_subscription(Skeleton3DArray, topic,
-                                     lambda msg, s=stream: self._on_message(s, msg), qos)
-        from diagnostic_msgs.msg import DiagnosticArray
-        self.node_status: dict = {}
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self._last_print = time.monotonic()
-        self.create_timer(0.1, self._tick)
-        self.done = False
+        self.node_status = {}
 
     def _on_message(self, stream: str, msg) -> None:
         self.last_message = time.monotonic()
         self.received[stream] += 1
+        self.skeletons[stream] += len(msg.skeletons)
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         if stream == "refined":
             self.refined_frames += 1
@@ -125,11 +133,13 @@ class Evaluator(Node):
             "matched_skeletons": len(self.errors["refined"]),
             "mpjpe_input_mm": before,
             "mpjpe_refined_mm": after,
-            "improvement_percent": (before - after) / before * 100.0 if self.errors["input"] else float("nan"),
+            "improvement_percent": ((before - after) / before * 100.0 if self.errors["input"] and before > 0
+                                    else float("nan")),
             "per_track": {str(t): {"skeletons": len(v["refined"]), "mpjpe_input_mm": mean(v["input"]),
                                    "mpjpe_refined_mm": mean(v["refined"])}
                           for t, v in sorted(self.per_track.items())},
             "received_messages": dict(self.received),
+            "received_skeletons": dict(self.skeletons),
             "refined_frames": self.refined_frames,
             "refined_non_finite": self.refined_nan,
             "refined_without_uncertainty": self.uncertainty_missing,
@@ -155,17 +165,19 @@ class Evaluator(Node):
 
 def format_summary(s: dict) -> str:
     change = s["improvement_percent"]
-    verdict = f"{change:.1f}% lower" if change > 0 else f"{-change:.1f}% HIGHER: not improved"
+    verdict = (f"{change:.1f}% lower" if change > 0 else
+               "the input has no error to lower" if np.isnan(change) else
+               f"{-change:.1f}% HIGHER: not improved")
     lines = [f"MPJPE before/after over {s['matched_skeletons']} skeletons: "
              f"input {s['mpjpe_input_mm']:.2f} mm -> refined {s['mpjpe_refined_mm']:.2f} mm ({verdict})"]
     for track, v in s["per_track"].items():
         lines.append(f"  track {track}: {v['skeletons']} skeletons, {v['mpjpe_input_mm']:.2f} -> "
                      f"{v['mpjpe_refined_mm']:.2f} mm")
-    received = s["received_messages"]
-    lines.append(f"  frames: {received['input']} input, {s['refined_frames']} refined "
-                 f"({received['input'] - s['refined_frames']} not refined: dropped, still in flight, "
-                 f"or the last lag_frames of a lagged node), non-finite {s['refined_non_finite']}, "
-                 f"frame_id mismatches {s['frame_id_mismatches']}")
+    skeletons = s["received_skeletons"]
+    lines.append(f"  skeletons: {skeletons['input']} input, {skeletons['refined']} refined "
+                 f"({skeletons['input'] - skeletons['refined']} not refined: dropped, still in "
+                 f"flight, or the last lag_frames of a lagged node), non-finite "
+                 f"{s['refined_non_finite']}, frame_id mismatches {s['frame_id_mismatches']}")
     if s["node"]:
         lines.append("  refiner node: " + ", ".join(f"{k} {v}" for k, v in s["node"].items()))
     return "\n".join(lines)
