@@ -78,7 +78,6 @@ class Evaluator(Node):
         # skeletons, not messages: causal mode publishes one message per frame with every
         # person, lagged mode one per person and window
         self.skeletons = dict.fromkeys(STREAMS, 0)
-        self.refined_frames = 0
         self.refined_nan = 0
         self.frame_id_mismatch = 0
         self.uncertainty_missing = 0
@@ -91,8 +90,6 @@ class Evaluator(Node):
         self.received[stream] += 1
         self.skeletons[stream] += len(msg.skeletons)
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if stream == "refined":
-            self.refined_frames += 1
         for sk in msg.skeletons:
             positions = np.asarray(sk.positions, dtype=np.float64)
             if stream == "refined":
@@ -140,7 +137,7 @@ class Evaluator(Node):
                           for t, v in sorted(self.per_track.items())},
             "received_messages": dict(self.received),
             "received_skeletons": dict(self.skeletons),
-            "refined_frames": self.refined_frames,
+            "refined_frames": self.received["refined"],   # messages: one per frame in causal mode
             "refined_non_finite": self.refined_nan,
             "refined_without_uncertainty": self.uncertainty_missing,
             "frame_id_mismatches": self.frame_id_mismatch,

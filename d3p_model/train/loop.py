@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ..cnd.gaussian import ConditionalNoiseModel
 from ..denoiser.model import DenoiserConfig, PoseDenoiser
 from ..diffusion.process import forward_noisy_pose
+from ..model_files import MODEL_FILE
 from ..refiner import D3PRefiner, error_scale_per_joint
 from ..skeleton import NUM_JOINTS, ROOT
 from .config import REPO_ROOT, ConfigError, load_config, resolve_data_path
@@ -169,7 +170,8 @@ ADDABLE_SETTINGS = ("reprojection_inputs", "bone_length_inputs", "output_gate", 
 def _refuse_a_source_that_saw(model_dir, val_keys) -> None:
     """A held-out subject must be held out of the whole chain of continued runs: the source
     model's own validation keys must cover this run's."""
-    info = D3PRefiner.load(resolve_data_path(model_dir)).info
+    # model.json alone: the weights are loaded once, by _init_weights
+    info = json.loads((resolve_data_path(model_dir) / MODEL_FILE).read_text())["info"]
     source_val = set(info.get("training", {}).get("validation_keys") or [])
     seen = sorted(set(val_keys) - source_val)
     if seen:
