@@ -31,7 +31,10 @@
 #   phase 9, the ablations of h36m_sh2d_t27_blind, 4 epochs each (compared with it at its own
 #            epoch 4 by scripts/results_ablation.py): _real, _nodiff, _depth6, _depth8;
 #   phase 10, from scratch with subject S8 held out whole (data.validation_subjects), the
-#            shipped recipe, 40 epochs: h36m_sh2d_t27_heldout_s8 (started 2026-12-07).
+#            shipped recipe, 40 epochs: h36m_sh2d_t27_heldout_s8 (started 2026-12-07), and
+#            the same with seed 1: h36m_sh2d_t27_heldout_s8_seed1;
+#   phase 11, h36m_sh2d_t27_heldout_s8 32 epochs longer: h36m_sh2d_t27_heldout_s8_extended
+#            (phases 10-11: docs/refiner.md, "A held-out subject").
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
 set -euo pipefail
@@ -58,4 +61,5 @@ run_phase h36m_sh2d_t27_gate
 run_phase h36m_gt2d_t27_extended h36m_sh2d_t27_extended
 run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blind_depth6 \
   h36m_sh2d_t27_blind_depth8
-run_phase h36m_sh2d_t27_heldout_s8
+run_phase h36m_sh2d_t27_heldout_s8 h36m_sh2d_t27_heldout_s8_seed1
+run_phase h36m_sh2d_t27_heldout_s8_extended
