@@ -304,3 +304,24 @@ def test_ablation_rows_at_equal_epochs(models, tmp_path, monkeypatch):
     # an epoch no run reached gives no rows, and says so
     assert results_ablation.main(["--base", "cand", "--epoch", "9", "--docs",
                                   str(tmp_path)]) == 2
+
+
+def test_candidates_validated_on_different_sequences_are_not_ranked(models, tmp_path,
+                                                                     monkeypatch):
+    """A model with one subject held out whole is scored on other people than one with a
+    share of takes held out: their validation errors must not be compared."""
+    import shutil
+    monkeypatch.setattr(choose_default, "MODELS", models)
+    other = models / "cand_other_split" / "model"
+    shutil.copytree(models / "cand" / "model", other)
+    spec = json.loads((other / "model.json").read_text())
+    own = spec["info"]["training"]["validation_keys"]
+    spec["info"]["training"]["validation_keys"] = own[:1]
+    (other / "model.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(choose_default, "assess", lambda *a, **k: pytest.fail("measured"))
+    with pytest.raises(SystemExit, match="different sequences"):
+        choose_default.main(["cand", "cand_other_split", "--docs", str(tmp_path)])
+    assert not (tmp_path / "default_choice.json").exists()
+    # the same split, in another order: accepted
+    assert choose_default.validation_set_of("cand") == \
+        choose_default.validation_set_of("cand_depth6")
