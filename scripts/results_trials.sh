@@ -23,26 +23,29 @@ OUT=${D3P_RESULTS:-docs/results}
 MODELS=d3p_model/models/refiner
 export OMP_NUM_THREADS=1
 
-echo "== 1. validation"
-"$PY" scripts/choose_default.py h36m_gt2d_t27_reproj12 h36m_gt2d_t27_bones --docs "$OUT" \
-  --name trial_choice_gt2d --reuse "$OUT/model_choice_gt2d.json" \
-  runs/choice/choice_h36m_gt2d_t27_bones.json
-"$PY" scripts/choose_default.py h36m_sh2d_t27_rigid h36m_sh2d_t27_bones h36m_sh2d_t27_gate \
-  --docs "$OUT" --name trial_choice_sh2d --reuse "$OUT/default_choice.json" \
-  runs/choice/choice_h36m_sh2d_t27_bones.json runs/choice/choice_h36m_sh2d_t27_gate.json
-for setting in gt2d sh2d; do
-  incumbent=h36m_gt2d_t27_reproj12 published=model_choice_gt2d
-  [ "$setting" = sh2d ] && incumbent=h36m_sh2d_t27_rigid published=default_choice
-  "$PY" scripts/choose_default.py "$incumbent" "h36m_${setting}_t27_extended" \
-    --incumbent "$incumbent" --harm-margin-mm 1.0 --gain-margin-mm 0.3 --docs "$OUT" \
-    --name "extended_choice_$setting" --reuse "$OUT/$published.json" \
-    "runs/choice/choice_h36m_${setting}_t27_extended.json"
-  # the challenger's own stride and threshold at that margin into its model.json (a run of
-  # its own: --apply on the page above would rewrite the incumbent's published settings too)
-  "$PY" scripts/choose_default.py "h36m_${setting}_t27_extended" --harm-margin-mm 1.0 \
-    --docs runs/choice --name "applied_h36m_${setting}_t27_extended" --apply \
-    --reuse "runs/choice/choice_h36m_${setting}_t27_extended.json"
-done
+trials=("$@")
+if [ ${#trials[@]} -eq 0 ]; then   # step 1 only when no trial is named
+  echo "== 1. validation"
+  "$PY" scripts/choose_default.py h36m_gt2d_t27_reproj12 h36m_gt2d_t27_bones --docs "$OUT" \
+    --name trial_choice_gt2d --reuse "$OUT/model_choice_gt2d.json" \
+    runs/choice/choice_h36m_gt2d_t27_bones.json
+  "$PY" scripts/choose_default.py h36m_sh2d_t27_rigid h36m_sh2d_t27_bones h36m_sh2d_t27_gate \
+    --docs "$OUT" --name trial_choice_sh2d --reuse "$OUT/default_choice.json" \
+    runs/choice/choice_h36m_sh2d_t27_bones.json runs/choice/choice_h36m_sh2d_t27_gate.json
+  for setting in gt2d sh2d; do
+    incumbent=h36m_gt2d_t27_reproj12 published=model_choice_gt2d
+    [ "$setting" = sh2d ] && incumbent=h36m_sh2d_t27_rigid published=default_choice
+    "$PY" scripts/choose_default.py "$incumbent" "h36m_${setting}_t27_extended" \
+      --incumbent "$incumbent" --harm-margin-mm 1.0 --gain-margin-mm 0.3 --docs "$OUT" \
+      --name "extended_choice_$setting" --reuse "$OUT/$published.json" \
+      "runs/choice/choice_h36m_${setting}_t27_extended.json"
+    # the challenger's own stride and threshold at that margin into its model.json (a run of
+    # its own: --apply on the page above would rewrite the incumbent's published settings too)
+    "$PY" scripts/choose_default.py "h36m_${setting}_t27_extended" --harm-margin-mm 1.0 \
+      --docs runs/choice --name "applied_h36m_${setting}_t27_extended" --apply \
+      --reuse "runs/choice/choice_h36m_${setting}_t27_extended.json"
+  done
+fi
 
 trial() {   # setting model
   local setting=$1 name=$2 predictions="$CACHE/predictions/$1/test.npz"
@@ -64,7 +67,6 @@ unseen() {   # model: the detected-2D trial refines the temporal-conv lifter's o
     --labels "temporal-conv lifter (unseen)" "$name" \
     --json "$OUT/trial_unseen_$name.json" --markdown "$OUT/trial_unseen_$name.md"
 }
-trials=("$@")
 # (h36m_sh2d_t27_extended, named by its margin rule, ships: scripts/results_refiner.sh)
 [ ${#trials[@]} -gt 0 ] || trials=(h36m_gt2d_t27_bones h36m_sh2d_t27_gate h36m_gt2d_t27_extended)
 echo "== 2, 3. S9/S11 and do no harm, two trials at a time"
