@@ -1,4 +1,5 @@
-"""`d3p refine IN.npz -o OUT.npz [--model DIR] [--stride S] [--steps K] [--backend onnx] [--jobs N]`.
+"""`d3p refine IN.npz -o OUT.npz [--model DIR] [--stride S] [--steps K] [--correction-threshold MM]
+[--backend onnx] [--jobs N]`.
 
 Reads any predictions file, refines every sequence's pose_3d with a trained D3PRefiner
 (batched windows over the whole sequence) and writes a predictions file in the same format:
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model.json; smaller than the window: overlapping windows, blended)")
     parser.add_argument("--steps", type=int, default=None,
                         help="DDIM steps (default: the model's, 2)")
+    parser.add_argument("--correction-threshold", type=float, default=None, metavar="MM",
+                        help="soft threshold on each joint's correction, mm (default: the "
+                             "model's, from its model.json; 0: off)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="windows per batch (default: the backend's; 16 for onnx on the "
                              "CPU, 256 otherwise)")
@@ -40,14 +44,16 @@ class SequenceRefiner:
     """One loaded model behind `refine(keypoints_normalised, pose) -> refined` for a sequence."""
 
     def __init__(self, backend: str, model_dir, steps, device: str, threads: int, stride,
-                 batch_size: int, warn=None):
+                 batch_size: int, correction_threshold_mm=None, warn=None):
         warn = warn or (lambda m: print(f"d3p refine: {m}", file=sys.stderr))
         if backend == "onnx":
             from .export.runtime import OnnxRefiner
             self.model = OnnxRefiner.load(model_dir, steps=steps, device=device,
                                           num_threads=threads, warn=warn)
             self.steps = self.model.steps
-            self._refine = self.model.refine_sequence
+            self._refine = lambda kp, pose, stride, batch_size: self.model.refine_sequence(  # noqa
+                kp, pose, stride=stride, batch_size=batch_size,
+                correction_threshold=self.correction_threshold)
         else:
             import torch
 
@@ -58,11 +64,15 @@ class SequenceRefiner:
             self.steps = (self.model.steps if steps is None or not self.model.diffusion
                           else int(steps))
             self._refine = lambda kp, pose, stride, batch_size: self.model.refine_sequence(  # noqa
-                kp, pose, stride=stride, batch_size=batch_size, steps=self.steps)
+                kp, pose, stride=stride, batch_size=batch_size, steps=self.steps,
+                correction_threshold=self.correction_threshold)
         self.window = self.model.window
         self.info = self.model.info
         self.stride = self.model.stride if stride is None else stride
-        self.correction_threshold = self.model.correction_threshold   # metres, from model.json
+        # metres: the model's (model.json) unless given
+        self.correction_threshold = (self.model.correction_threshold
+                                     if correction_threshold_mm is None
+                                     else correction_threshold_mm / 1000.0)
         self.batch_size = batch_size
 
     def refine(self, keypoints_normalised, pose):
@@ -92,14 +102,15 @@ def main(args) -> int:
 
     model_dir = args.model or default_model_dir()
     for name, value, least in (("--steps", args.steps, 1), ("--threads", args.threads, 0),
+                               ("--correction-threshold", args.correction_threshold, 0),
                                ("--jobs", args.jobs, 1), ("--batch-size", args.batch_size, 1)):
-        if value is not None and value < least:
+        if value is not None and not value >= least:   # (NaN fails too)
             print(f"d3p refine: error: {name} must be >= {least}, got {value}", file=sys.stderr)
             return 2
     threads = args.threads or (1 if args.jobs > 1 else 0)
     options = dict(backend=args.backend, model_dir=str(model_dir), steps=args.steps,
                    device=args.device, threads=threads, stride=args.stride,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, correction_threshold_mm=args.correction_threshold)
     try:
         # loaded here in any case: bad models, devices and strides fail before any work
         refiner = SequenceRefiner(**options)

@@ -110,3 +110,30 @@ def test_the_models_correction_threshold_is_applied_and_recorded(files, tmp_path
         # soft threshold: every joint moves by its raw correction less the threshold
         np.testing.assert_allclose(moved, np.maximum(raw - threshold, 0.0), atol=1e-5)
         assert (raw > threshold).any() and (raw < threshold).any()   # both sides are tested
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_the_correction_threshold_can_be_overridden(files, tmp_path, backend):
+    """--correction-threshold replaces the model's (here 20 mm) for one run, on either
+    backend; 0 turns it off, a negative or NaN value is refused."""
+    root, predictions, refiner = files
+    refiner.correction_threshold = 0.02
+    try:
+        refiner.save(tmp_path / "model")
+    finally:
+        refiner.correction_threshold = 0.0
+    for mm in (0.0, 5.0):
+        out_path = tmp_path / f"out_{mm:g}.npz"
+        assert d3p(["refine", str(root / "in.npz"), "-o", str(out_path), "--backend", backend,
+                    "--model", str(tmp_path / "model"), "--correction-threshold", str(mm),
+                    "--no-progress"]) == 0
+        out = load_predictions(out_path)
+        assert out.meta["refined_by"]["correction_threshold_mm"] == pytest.approx(mm)
+        for key, seq in predictions.items():
+            expected = refiner.refine_sequence(seq.keypoints_normalised(), seq.pose_3d,
+                                               correction_threshold=mm / 1000.0)
+            np.testing.assert_allclose(out.sequences[key].pose_3d, expected, atol=1e-5)
+    for bad in ("-1", "nan"):
+        assert d3p(["refine", str(root / "in.npz"), "-o", str(tmp_path / "bad.npz"),
+                    "--model", str(tmp_path / "model"), "--correction-threshold", bad]) == 2
+    assert not (tmp_path / "bad.npz").exists()
