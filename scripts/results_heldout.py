@@ -119,6 +119,10 @@ def main(argv=None) -> int:
         page = _read(args.results / ("refiner_unseen.json" if shipped
                                      else f"trial_unseen_{name}.json"))["results"]
         unseen[name] = (page[UNSEEN]["average"]["mpjpe"], page[name]["average"]["mpjpe"])
+        # the same model without its correction threshold (step 3b), where measured
+        off = args.results / f"trial_threshold0_{name}.json"
+        s9s11[name]["refined_threshold0"] = (json.loads(off.read_text())["results"][name]
+                                             ["average"] if off.exists() else None)
 
     result = verdict(rows, {n: s9s11[n]["refined"]["mpjpe"] for n in names}, *names,
                      args.min_margin_mm, chosen_by.clearly_better)
@@ -149,9 +153,9 @@ def markdown(doc: dict, names: list, shipped: str) -> str:
         "\"A held-out subject\", written before any of these models was measured.", "",
         "| model | S8: lifter -> refined | stride, threshold | S8 do-no-harm failures "
         f"(margin {doc['harm_margin_mm']:g} mm) | S9/S11 MPJPE: lifter -> refined | P-MPJPE | "
-        "actions improved (MPJPE) | "
+        "actions improved (MPJPE) | S9/S11 MPJPE at threshold 0 | "
         + " | ".join(f"{c} ({inputs[c]:.1f})" for c in CASES) + " | unseen lifter |",
-        "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---:" for _ in CASES)
+        "| --- | --- | --- | --- | --- | --- | --- | ---: | " + " | ".join("---:" for _ in CASES)
         + " | --- |"]
     for name in names + [shipped]:
         t = test[name]
@@ -165,7 +169,9 @@ def markdown(doc: dict, names: list, shipped: str) -> str:
             row += ["(trained on S8)", "", ""]
         row += [f"{t['lifter']['mpjpe']:.2f} -> {t['refined']['mpjpe']:.2f}",
                 f"{t['lifter']['p_mpjpe']:.2f} -> {t['refined']['p_mpjpe']:.2f}",
-                f"{t['actions_improved']}/{t['actions']}"]
+                f"{t['actions_improved']}/{t['actions']}",
+                "not measured" if t["refined_threshold0"] is None
+                else f"{t['refined_threshold0']['mpjpe']:.2f}"]
         row += [f"{harm[name][c][1]:.1f}" for c in CASES]
         row += [f"{unseen[name][0]:.2f} -> {unseen[name][1]:.2f}"]
         lines.append("| " + " | ".join(row) + " |")

@@ -7,7 +7,8 @@
 #      each on one thread; skipped where runs/choice/choice_<model>.json exists), its stride
 #      and threshold written into its model.json (--apply)
 #   2. the three side by side -> docs/results/heldout_s8_choice.md/.json (rows reused)
-#   3. S9/S11 per action, do no harm and the unseen lifter (scripts/results_trials.sh)
+#   3. S9/S11 per action, do no harm and the unseen lifter (scripts/results_trials.sh); and
+#      S9/S11 per action at threshold 0 (d3p refine --correction-threshold 0) -> trial_threshold0_*
 #   4. the verdict -> docs/results/heldout_s8.md/.json (scripts/results_heldout.py)
 # Environment: PYTHON, D3P_CACHE, D3P_RESULTS as scripts/results_refiner.sh.
 set -euo pipefail
@@ -29,5 +30,15 @@ echo "== 2. side by side"
   --name heldout_s8_choice --reuse $(printf 'runs/choice/choice_%s.json ' "${models[@]}")
 echo "== 3. S9/S11"
 D3P_RESULTS="$OUT" PYTHON="$PY" scripts/results_trials.sh "${models[@]}"
+echo "== 3b. S9/S11 without the correction threshold (what each model does on its own)"
+for name in "${models[@]}"; do
+  refined="${D3P_CACHE:-cache}/refined/sh2d/${name}_threshold0.npz"
+  [ -f "$refined" ] || "$PY" -m d3p_model.cli refine "${D3P_CACHE:-cache}/predictions/sh2d/test.npz" \
+    --model "d3p_model/models/refiner/$name/model" --correction-threshold 0 -o "$refined" \
+    --threads 1 --no-progress
+  "$PY" -m d3p_model.cli evaluate "${D3P_CACHE:-cache}/predictions/sh2d/test.npz" "$refined" \
+    --labels lifter "$name" --json "$OUT/trial_threshold0_$name.json" \
+    --markdown "$OUT/trial_threshold0_$name.md"
+done
 echo "== 4. the verdict"
 "$PY" scripts/results_heldout.py --results "$OUT"

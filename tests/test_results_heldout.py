@@ -90,6 +90,7 @@ def test_the_page_is_written_from_the_choice_and_s9s11_pages(tmp_path):
                               name: {"average": {"mpjpe": 65.0}}}}
         (tmp_path / ("refiner_unseen.json" if shipped else
                      f"trial_unseen_{name}.json")).write_text(json.dumps(unseen))
+    (tmp_path / "trial_threshold0_A.json").write_text(json.dumps(evaluation(61.0, 61.4, "A")))
     heldout.main(["--results", str(tmp_path), "--choice", str(tmp_path / "choice.json"),
                   "--reference", "A", "--replicate", "A_seed1", "--challenger", "A_ext",
                   "--shipped", "shipped"])
@@ -102,6 +103,10 @@ def test_the_page_is_written_from_the_choice_and_s9s11_pages(tmp_path):
     page = (tmp_path / "heldout_s8.md").read_text()
     assert "**carries**" in page and "`shipped` (shipped, trained on S8 too)" in page
     assert "66.00 -> 65.00" in page
+    # threshold 0 measured for A only
+    assert doc["s9s11"]["A"]["refined_threshold0"]["mpjpe"] == pytest.approx(66.65)
+    assert doc["s9s11"]["A_ext"]["refined_threshold0"] is None
+    assert "| 66.65 |" in page and "not measured" in page
 
 
 def test_a_missing_page_is_named(tmp_path):
