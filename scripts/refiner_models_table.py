@@ -25,14 +25,14 @@ Each directory is one training run of `d3p train` (`d3p_model/train/loop.py`): `
 command line, git commit, torch version, times), `loss.png`, and `model/`, the model
 directory `D3PRefiner.load` reads. `checkpoint.pt` is not committed. All of them are
 trained by `scripts/train_refiners.sh` (resumable, two runs at a time, one CPU thread each),
-from the lifter's prediction files (`d3p predict`), in nine phases: from scratch the
+from the lifter's prediction files (`d3p predict`), in eleven phases: from scratch the
 `_blind` models (`_blind_real`: the lifter's real errors instead of the CND); then the
 `_keep` models, which continue a `_blind` model (`init_from`); then the `_reproj` models,
 which continue a `_keep` model with the 2D-consistency input (`reprojection_inputs`;
 `h36m_gt2d_t27_keep12`: the same 6 epochs without it, a control); then `_reproj12`, the
 `_reproj` models 6 epochs longer (`h36m_gt2d_t27_reproj12`: the published ground-truth 2D
 model; `h36m_sh2d_t27_reproj12` is continued by `h36m_sh2d_t27_rigid`, jitter on half the
-windows, the shipped default), `h36m_sh2d_t27_causal`
+windows, the default until 2026-12-07), `h36m_sh2d_t27_causal`
 (`h36m_sh2d_t27_reproj` made causal, the node's causal-mode default,
 `d3p_model.model_files.DEFAULT_CAUSAL_MODEL`) and `h36m_sh2d_t81_reproj`
 (`h36m_sh2d_t27_reproj` with its window stretched to 81); then `h36m_gt2d_t81_reproj`
@@ -42,12 +42,16 @@ then the 4-epoch ablations of `h36m_sh2d_t27_blind`. `h36m_gt2d_t27_reproj18` is
 with the bone-length inputs) and `h36m_sh2d_t27_gate` (`h36m_sh2d_t27_bones` with the output
 gate), measured by `scripts/results_trials.sh` (docs/refiner.md, "Bone lengths and an output
 gate"), and the `h36m_<s>_t27_extended` trials (32 epochs more, judged by the rule with margins
-in docs/refiner.md, "Longer training"). The default model of the node's lagged
+in docs/refiner.md, "Longer training"; `h36m_sh2d_t27_extended` replaced `h36m_sh2d_t27_rigid`
+as the default). Phases 10-11 train with subject S8 held out whole: `h36m_sh2d_t27_heldout_s8`
+(the shipped recipe from scratch), `_seed1` (the same, seed 1) and `_extended` (32 epochs
+more), trials measured by `scripts/results_heldout.sh` (docs/refiner.md, "A held-out
+subject"). The default model of the node's lagged
 mode and of `d3p refine` is `{default}` (`d3p_model.refiner.DEFAULT_MODEL`).
 {onnx}
 
-Validation MPJPE is measured on the 10% of training takes that each run holds out (never
-the test subjects). Steps are the optimizer steps of the run itself (a run with `init_from`:
+Validation MPJPE is measured on the 10% of training takes that each run holds out, or on S8
+for the `_heldout_s8` runs (never the test subjects). Steps are the optimizer steps of the run itself (a run with `init_from`:
 on top of its source's). Minutes are wall-clock on one thread, with other jobs on the second
 core. A run whose validation input is far above the others' (119-133 mm against 40-60 mm)
 was trained on the old base lifter and is stale. Stride and correction threshold are the
