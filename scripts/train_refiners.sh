@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the published refiners (the exact commands behind d3p_model/models/refiner/), two
 # runs at a time, one thread each (a 2-core machine); resumable: rerun after an interruption.
-# The default list, in ten phases (a phase starts when the one before it is done):
+# The default list, in twelve phases (a phase starts when the one before it is done):
 #   phase 1, from scratch (10 epochs each): h36m_gt2d_t27_blind (CND), h36m_gt2d_t27_blind_real
 #            (the lifter's real errors), h36m_sh2d_t27_blind;
 #   phase 2, the _keep models, which continue a phase-1 model (init_from) for 6 epochs:
@@ -34,7 +34,9 @@
 #            shipped recipe, 40 epochs: h36m_sh2d_t27_heldout_s8 (started 2026-12-07), and
 #            the same with seed 1: h36m_sh2d_t27_heldout_s8_seed1;
 #   phase 11, h36m_sh2d_t27_heldout_s8 32 epochs longer: h36m_sh2d_t27_heldout_s8_extended
-#            (phases 10-11: docs/refiner.md, "A held-out subject").
+#            (phases 10-11: docs/refiner.md, "A held-out subject");
+#   phase 12, the control: phase 10's recipe from scratch with every subject (a tenth of the
+#            takes held out), h36m_sh2d_t27_scratch.
 # Needs the lifter's prediction files: `d3p predict` first. Then scripts/results_refiner.sh.
 #   scripts/train_refiners.sh [CONFIG_NAME ...]      (just these, in one phase)
 set -euo pipefail
@@ -63,3 +65,4 @@ run_phase h36m_sh2d_t27_blind_real h36m_sh2d_t27_blind_nodiff h36m_sh2d_t27_blin
   h36m_sh2d_t27_blind_depth8
 run_phase h36m_sh2d_t27_heldout_s8 h36m_sh2d_t27_heldout_s8_seed1
 run_phase h36m_sh2d_t27_heldout_s8_extended
+run_phase h36m_sh2d_t27_scratch
